@@ -1,0 +1,158 @@
+//! The links actor: runs this node's ractor_cluster node server and keeps
+//! a link to every trusted live member (see `link_plan`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpumesh_membership::ClusterView;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
+use rand::rngs::StdRng;
+use tokio::sync::watch;
+
+use crate::env::{Clock, RngFactory};
+use crate::link_plan::{LinkAction, LinkPlanner};
+
+/// Upper bound on one TCP connect to a peer's node server.
+pub(crate) const DIAL_TIMEOUT_MS: u64 = 2_000;
+/// Upper bound on asking the node server for its sessions.
+const SESSIONS_TIMEOUT_MS: u64 = 1_000;
+
+/// Keeps node-to-node links in line with the cluster view.
+pub(crate) struct LinksActor;
+
+/// What the links actor needs; kept by the supervisor for restarts.
+#[derive(Clone)]
+pub(crate) struct LinksArgs {
+    pub(crate) name: String,
+    pub(crate) cookie: String,
+    pub(crate) listen_addr: SocketAddr,
+    pub(crate) advertise_host: String,
+    pub(crate) view_rx: watch::Receiver<Arc<ClusterView>>,
+    pub(crate) connected_tx: watch::Sender<Arc<BTreeSet<String>>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rng: RngFactory,
+    pub(crate) interval: Duration,
+}
+
+/// Messages of the links actor.
+pub(crate) enum LinksMsg {
+    /// Compare links with the view and act.
+    Reconcile,
+}
+
+impl ractor::Message for LinksMsg {}
+
+/// Mutable state, built in `pre_start`.
+pub(crate) struct LinksState {
+    args: LinksArgs,
+    server: ActorRef<NodeServerMessage>,
+    planner: LinkPlanner,
+    rng: StdRng,
+}
+
+impl Actor for LinksActor {
+    type Msg = LinksMsg;
+    type State = LinksState;
+    type Arguments = LinksArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let server = NodeServer::new(
+            args.listen_addr.port(),
+            args.cookie.clone(),
+            args.name.clone(),
+            args.advertise_host.clone(),
+            None,
+            Some(NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(args.listen_addr.ip());
+        // The node server is this actor's child: if it dies, this actor
+        // stops too and the supervisor restarts both.
+        let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+        myself.send_interval(args.interval, || LinksMsg::Reconcile);
+        let rng = (args.rng)();
+        Ok(LinksState { args, server, planner: LinkPlanner::default(), rng })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        state.args.connected_tx.send_replace(Arc::new(BTreeSet::new()));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            LinksMsg::Reconcile => reconcile(state).await?,
+        }
+        Ok(())
+    }
+}
+
+async fn reconcile(state: &mut LinksState) -> Result<(), ActorProcessingErr> {
+    let sessions = ractor::call_t!(state.server, NodeServerMessage::GetSessions, SESSIONS_TIMEOUT_MS)?;
+    let by_name: HashMap<String, ActorRef<NodeSessionMessage>> = sessions
+        .into_values()
+        .filter_map(|session| Some((peer_node_name(&session.peer_name?.name).to_string(), session.actor)))
+        .collect();
+    let connected: BTreeSet<String> = by_name.keys().cloned().collect();
+    let view = state.args.view_rx.borrow().clone();
+    let now = state.args.clock.now();
+    for action in state.planner.plan(&view, &connected, now, &mut state.rng) {
+        match action {
+            LinkAction::Dial { name, addr } => dial(state.server.clone(), name, addr),
+            LinkAction::Drop { name } => {
+                tracing::info!(node = %name, "dropping link to a member that is no longer trusted and alive");
+                if let Some(session) = by_name.get(&name) {
+                    session.stop(Some("member not alive".into()));
+                }
+            }
+        }
+    }
+    state.args.connected_tx.send_if_modified(|current| {
+        let changed = **current != connected;
+        if changed {
+            *current = Arc::new(connected);
+        }
+        changed
+    });
+    Ok(())
+}
+
+/// ractor_cluster names a peer `name@host`; the node name is the part
+/// before the last `@` (node names never contain one).
+fn peer_node_name(peer: &str) -> &str {
+    peer.rsplit_once('@').map_or(peer, |(name, _)| name)
+}
+
+fn dial(server: ActorRef<NodeServerMessage>, name: String, addr: SocketAddr) {
+    tokio::spawn(async move {
+        let attempt =
+            tokio::time::timeout(Duration::from_millis(DIAL_TIMEOUT_MS), ractor_cluster::client_connect(&server, addr))
+                .await;
+        match attempt {
+            Ok(Ok(())) => tracing::debug!(node = %name, %addr, "link opened"),
+            Ok(Err(error)) => tracing::debug!(node = %name, %addr, error = ?error, "link dial failed"),
+            Err(_) => tracing::debug!(node = %name, %addr, "link dial timed out"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peer_names_lose_their_host() {
+        assert_eq!(super::peer_node_name("n2@127.0.0.1"), "n2");
+        assert_eq!(super::peer_node_name("n2"), "n2");
+    }
+}

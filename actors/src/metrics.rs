@@ -1,0 +1,73 @@
+//! The metrics actor: samples the hardware and publishes the node's load
+//! through gossip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpumesh_membership::{LoadSummary, Membership};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::env::ProbeFactory;
+use crate::hardware::HardwareProbe;
+
+/// Samples hardware every `interval` and publishes a [`LoadSummary`].
+pub(crate) struct MetricsActor;
+
+/// What the metrics actor needs; kept by the supervisor for restarts.
+#[derive(Clone)]
+pub(crate) struct MetricsArgs {
+    pub(crate) membership: Arc<Membership>,
+    pub(crate) probe: ProbeFactory,
+    pub(crate) interval: Duration,
+}
+
+/// Messages of the metrics actor.
+pub(crate) enum MetricsMsg {
+    /// Take a reading and publish it.
+    Sample,
+}
+
+impl ractor::Message for MetricsMsg {}
+
+/// Mutable state, built in `pre_start`.
+pub(crate) struct MetricsState {
+    membership: Arc<Membership>,
+    probe: Box<dyn HardwareProbe>,
+    last_published: Option<LoadSummary>,
+}
+
+impl Actor for MetricsActor {
+    type Msg = MetricsMsg;
+    type State = MetricsState;
+    type Arguments = MetricsArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let probe = (args.probe)();
+        myself.send_interval(args.interval, || MetricsMsg::Sample);
+        myself.cast(MetricsMsg::Sample)?;
+        Ok(MetricsState { membership: args.membership, probe, last_published: None })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MetricsMsg::Sample => {
+                let sample = state.probe.sample();
+                let load = LoadSummary { gpus: sample.gpus, cpu: sample.cpu, ..LoadSummary::default() };
+                if state.last_published.as_ref() != Some(&load) {
+                    state.membership.publish_load(&load).await?;
+                    state.last_published = Some(load);
+                }
+            }
+        }
+        Ok(())
+    }
+}

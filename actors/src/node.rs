@@ -1,0 +1,194 @@
+//! One construction path for a node: [`start_node`] takes a [`NodeConfig`]
+//! and a [`NodeEnv`] and returns a [`NodeHandle`]. `gpumesh node`, the
+//! in-process tests and the simulator all start nodes through it.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpumesh_membership::{ClusterSecret, ClusterView, Membership, MembershipConfig, NodeInfo, NodeName};
+use gpumesh_storage::{Identity, NodeStore};
+use ractor::{Actor, ActorRef};
+use rand::RngExt;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::env::NodeEnv;
+use crate::links::LinksArgs;
+use crate::metrics::MetricsArgs;
+use crate::restart::RestartPolicy;
+use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
+use crate::view::ViewArgs;
+use crate::{Error, Result};
+
+/// Upper bound on stopping the node's actors at shutdown.
+const SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
+
+/// How to run one node. Addresses are already validated and bound-checked.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `--name`; `None` uses the stored name or makes one.
+    pub requested_name: Option<String>,
+    pub data_dir: PathBuf,
+    /// The HTTP address other nodes and clients use.
+    pub http_advertise: SocketAddr,
+    pub gossip_listen: SocketAddr,
+    pub gossip_advertise: SocketAddr,
+    pub cluster_listen: SocketAddr,
+    pub cluster_advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub gossip_interval: Duration,
+    pub metrics_interval: Duration,
+    pub secret: ClusterSecret,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    name: NodeName,
+    generation: u64,
+    store: NodeStore,
+    membership: Arc<Membership>,
+    info: Mutex<NodeInfo>,
+    view_rx: watch::Receiver<Arc<ClusterView>>,
+    connected_rx: watch::Receiver<Arc<BTreeSet<String>>>,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Starts a node: identity from the store, gossip, then the supervised actors.
+pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> {
+    let store = NodeStore::open(&config.data_dir)?;
+    let mut rng = env.fork_rng();
+    let identity: Identity = store.start_identity(
+        config.requested_name.as_deref(),
+        || format!("node-{:06x}", rng.random_range(0..0x100_0000u32)),
+        env.clock.unix_ms(),
+    )?;
+    let name = NodeName::new(identity.name)?;
+    tracing::info!(node = %name, generation = identity.generation, new = identity.created, "node identity");
+    let info = NodeInfo {
+        http_addr: config.http_advertise,
+        cluster_addr: config.cluster_advertise,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        draining: false,
+        started_unix_ms: env.clock.unix_ms(),
+    };
+    let membership_config = MembershipConfig {
+        name: name.clone(),
+        generation: identity.generation,
+        listen_addr: config.gossip_listen,
+        advertise_addr: config.gossip_advertise,
+        seeds: config.seeds.clone(),
+        gossip_interval: config.gossip_interval,
+        secret: config.secret.clone(),
+    };
+    let membership = Arc::new(Membership::start(membership_config, env.gossip_transport.as_ref(), &info).await?);
+    let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView::default()));
+    let (connected_tx, connected_rx) = watch::channel(Arc::new(BTreeSet::new()));
+    let refresh_interval = (config.gossip_interval / 2).max(Duration::from_millis(10));
+    let links = env.cluster_links.then(|| LinksArgs {
+        name: name.to_string(),
+        cookie: config.secret.cluster_cookie(),
+        listen_addr: config.cluster_listen,
+        advertise_host: config.cluster_advertise.ip().to_string(),
+        view_rx: view_rx.clone(),
+        connected_tx,
+        clock: env.clock.clone(),
+        rng: env.rng.clone(),
+        interval: refresh_interval,
+    });
+    let args = SupervisorArgs {
+        clock: env.clock.clone(),
+        rng: env.fork_rng(),
+        policy: RestartPolicy::default(),
+        metrics: MetricsArgs {
+            membership: membership.clone(),
+            probe: env.probe.clone(),
+            interval: config.metrics_interval,
+        },
+        view: ViewArgs {
+            membership: membership.clone(),
+            clock: env.clock.clone(),
+            view_tx,
+            interval: refresh_interval,
+        },
+        links,
+    };
+    let (supervisor, supervisor_task) = match Actor::spawn(None, SupervisorActor, args).await {
+        Ok(spawned) => spawned,
+        Err(error) => {
+            membership.shutdown().await;
+            return Err(Error::Start(format!("{error}")));
+        }
+    };
+    Ok(NodeHandle {
+        name,
+        generation: identity.generation,
+        store,
+        membership,
+        info: Mutex::new(info),
+        view_rx,
+        connected_rx,
+        supervisor,
+        supervisor_task: Mutex::new(Some(supervisor_task)),
+    })
+}
+
+impl NodeHandle {
+    /// This node's name.
+    pub fn name(&self) -> &NodeName {
+        &self.name
+    }
+
+    /// This start's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The latest cluster view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view_rx.borrow().clone()
+    }
+
+    /// A receiver that sees every new view.
+    pub fn subscribe_view(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view_rx.clone()
+    }
+
+    /// Names of the members with a node-to-node link up.
+    pub fn connected(&self) -> Arc<BTreeSet<String>> {
+        self.connected_rx.borrow().clone()
+    }
+
+    /// True once the node has published a draining state.
+    pub async fn is_draining(&self) -> bool {
+        self.info.lock().await.draining
+    }
+
+    /// Publishes that this node takes no new work.
+    pub async fn drain(&self) -> Result<()> {
+        let mut info = self.info.lock().await;
+        info.draining = true;
+        self.membership.publish_info(&info).await?;
+        Ok(())
+    }
+
+    /// Stops the actors, then gossip, then flushes the store. Calling it
+    /// again does nothing more.
+    pub async fn shutdown(&self) {
+        let Some(supervisor_task) = self.supervisor_task.lock().await.take() else { return };
+        let stopped = ractor::call_t!(self.supervisor, SupervisorMsg::Shutdown, SHUTDOWN_TIMEOUT_MS);
+        if let Err(error) = stopped {
+            tracing::warn!(error = %error, "actors did not stop in time");
+        }
+        self.supervisor.stop(None);
+        let _ = supervisor_task.await;
+        self.membership.shutdown().await;
+        if let Err(error) = self.store.flush() {
+            tracing::error!(error = %error, "final flush of the data dir failed");
+        }
+        tracing::info!(node = %self.name, "node stopped");
+    }
+}

@@ -1,0 +1,82 @@
+//! The view actor: turns gossip state into the typed cluster view every
+//! refresh interval, logs what changed and hands the view to readers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpumesh_membership::{ClusterView, Membership, MembershipEvent, diff_views};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+
+use crate::env::Clock;
+
+/// Refreshes the typed cluster view.
+pub(crate) struct ViewActor;
+
+/// What the view actor needs; kept by the supervisor for restarts.
+#[derive(Clone)]
+pub(crate) struct ViewArgs {
+    pub(crate) membership: Arc<Membership>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) view_tx: watch::Sender<Arc<ClusterView>>,
+    pub(crate) interval: Duration,
+}
+
+/// Messages of the view actor.
+pub(crate) enum ViewMsg {
+    /// Rebuild the view from gossip state now.
+    Refresh,
+}
+
+impl ractor::Message for ViewMsg {}
+
+impl Actor for ViewActor {
+    type Msg = ViewMsg;
+    type State = ViewArgs;
+    type Arguments = ViewArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(args.interval, || ViewMsg::Refresh);
+        myself.cast(ViewMsg::Refresh)?;
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ViewMsg::Refresh => {
+                let view = state.membership.view(state.clock.now()).await;
+                let previous = state.view_tx.borrow().clone();
+                let events = diff_views(&previous, &view);
+                if events.is_empty() && previous.members == view.members {
+                    return Ok(());
+                }
+                for event in &events {
+                    log_event(event);
+                }
+                state.view_tx.send_replace(Arc::new(view));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_event(event: &MembershipEvent) {
+    match event {
+        MembershipEvent::StatusChanged { name, to, .. } if *to != gpumesh_membership::MemberStatus::Alive => {
+            tracing::warn!(node = %name, status = to.as_str(), "member {}", to.as_str());
+        }
+        MembershipEvent::TrustChanged { name, trusted: false } => {
+            tracing::warn!(node = %name, "member is not trusted: its gossip state does not carry a valid signature (wrong or missing cluster secret?)");
+        }
+        _ => tracing::info!(event = %event, "membership changed"),
+    }
+}

@@ -1,0 +1,217 @@
+//! `gpumesh demo`: start N local node processes (ports, data dirs and a
+//! secret chosen for the user), wait until they see each other, print each
+//! status URL, and stop them cleanly on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::status::{fetch_cluster, render};
+
+const MAX_DEMO_NODES: usize = 16;
+/// How long the nodes get to find each other.
+const FORM_TIMEOUT_MS: u64 = 30_000;
+const POLL_INTERVAL_MS: u64 = 200;
+/// How long a node gets to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT_MS: u64 = 10_000;
+
+/// Flags of `gpumesh demo`.
+#[derive(Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// How many nodes to start (1 to 16).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Where the nodes keep their data dirs, logs and the cluster secret.
+    #[arg(long, default_value = "gpumesh-demo")]
+    dir: PathBuf,
+    /// Gossip period of the nodes in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    gossip_interval_ms: u64,
+}
+
+struct DemoNode {
+    name: String,
+    url: String,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Picks free loopback ports: (http, gossip, cluster) per node. All are
+/// held until every port is chosen so no two nodes get the same one.
+fn free_ports(count: usize) -> anyhow::Result<Vec<(u16, u16, u16)>> {
+    let mut held_tcp = Vec::new();
+    let mut held_udp = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..count {
+        let http = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let gossip = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let cluster = std::net::TcpListener::bind("127.0.0.1:0")?;
+        ports.push((http.local_addr()?.port(), gossip.local_addr()?.port(), cluster.local_addr()?.port()));
+        held_tcp.extend([http, cluster]);
+        held_udp.push(gossip);
+    }
+    Ok(ports)
+}
+
+fn ensure_secret(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join("secret");
+    if !path.exists() {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        writeln!(file, "{}", crate::keygen())?;
+    }
+    Ok(path)
+}
+
+fn spawn_nodes(args: &DemoArgs, secret: &Path) -> anyhow::Result<Vec<DemoNode>> {
+    let exe = std::env::current_exe().context("cannot find the gpumesh executable")?;
+    let ports = free_ports(args.nodes)?;
+    let seed = format!("127.0.0.1:{}", ports[0].1);
+    let mut nodes = Vec::new();
+    for (index, (http, gossip, cluster)) in ports.into_iter().enumerate() {
+        let name = format!("demo-{}", index + 1);
+        let log = args.dir.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut command = Command::new(&exe);
+        command
+            .arg("node")
+            .args(["--name", &name])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--gossip", &format!("127.0.0.1:{gossip}")])
+            .args(["--cluster", &format!("127.0.0.1:{cluster}")])
+            .arg("--data-dir")
+            .arg(args.dir.join(&name))
+            .arg("--secret-file")
+            .arg(secret)
+            .args(["--gossip-interval-ms", &args.gossip_interval_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        if index > 0 {
+            command.args(["--seed", &seed]);
+        }
+        let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        nodes.push(DemoNode { name, url: format!("http://127.0.0.1:{http}"), log, child });
+    }
+    Ok(nodes)
+}
+
+/// Waits until every node sees every node alive, trusted and linked.
+async fn wait_formed(nodes: &mut [DemoNode]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let expected = nodes.len();
+    let bar = ProgressBar::new(expected as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {pos}/{len} nodes see the whole cluster")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("forming cluster");
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(FORM_TIMEOUT_MS);
+    loop {
+        let mut formed = 0;
+        for node in nodes.iter_mut() {
+            if let Some(status) = node.child.try_wait()? {
+                bar.abandon();
+                bail!("{} exited ({status}); see {}", node.name, node.log.display());
+            }
+            let Ok(cluster) = fetch_cluster(&client, &node.url).await else { continue };
+            let complete = cluster.nodes.len() == expected
+                && cluster.nodes.iter().all(|n| n.status.as_str() == "alive" && n.trusted && n.connected);
+            formed += usize::from(complete);
+        }
+        bar.set_position(formed as u64);
+        if formed == expected {
+            bar.finish_with_message("cluster formed");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bar.abandon();
+            bail!(
+                "the nodes did not all see each other within {} s; see the logs in the demo dir",
+                FORM_TIMEOUT_MS / 1000
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// Sends SIGTERM to every node and waits for each to exit; kills the ones
+/// that do not stop in time.
+async fn stop_nodes(nodes: &mut [DemoNode]) {
+    for node in nodes.iter() {
+        if let Some(pid) = node.child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    for node in nodes.iter_mut() {
+        match tokio::time::timeout(Duration::from_millis(STOP_TIMEOUT_MS), node.child.wait()).await {
+            Ok(Ok(status)) if status.success() => println!("{} stopped", node.name),
+            Ok(Ok(status)) => println!("{} stopped ({status}); see {}", node.name, node.log.display()),
+            Ok(Err(error)) => println!("{}: {error}", node.name),
+            Err(_) => {
+                let _ = node.child.kill().await;
+                println!("{} did not stop in time and was killed", node.name);
+            }
+        }
+    }
+}
+
+/// Waits for Ctrl-C, SIGTERM, or a node exiting on its own.
+async fn wait_until_stopped(nodes: &mut [DemoNode]) -> anyhow::Result<Option<String>> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(None),
+            _ = terminate.recv() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)) => {
+                for node in nodes.iter_mut() {
+                    if let Some(status) = node.child.try_wait()? {
+                        return Ok(Some(format!("{} exited ({status}); see {}", node.name, node.log.display())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !(1..=MAX_DEMO_NODES).contains(&args.nodes) {
+        bail!("--nodes {} is out of range: use 1 to {MAX_DEMO_NODES}", args.nodes);
+    }
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let secret = ensure_secret(&args.dir)?;
+    let mut nodes = spawn_nodes(&args, &secret)?;
+    if let Err(error) = wait_formed(&mut nodes).await {
+        stop_nodes(&mut nodes).await;
+        return Err(error);
+    }
+    if let Ok(cluster) = fetch_cluster(&reqwest::Client::new(), &nodes[0].url).await {
+        print!("\n{}", render(&cluster));
+    }
+    println!("\nstatus pages:");
+    for node in &nodes {
+        println!("  {:<8} {}/   (logs: {})", node.name, node.url, node.log.display());
+    }
+    println!("\ntry: gpumesh status --node {}\npress Ctrl-C to stop the cluster", nodes[0].url);
+    let exited = wait_until_stopped(&mut nodes).await?;
+    println!("stopping the cluster");
+    stop_nodes(&mut nodes).await;
+    match exited {
+        Some(reason) => bail!("{reason}"),
+        None => Ok(()),
+    }
+}

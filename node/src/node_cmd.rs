@@ -1,0 +1,111 @@
+//! `gpumesh node`: start a node, serve HTTP, shut down gracefully on
+//! SIGTERM or Ctrl-C (publish draining, finish, exit 0).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpumesh_actors::{NodeConfig, NodeEnv, start_node};
+use tokio::sync::oneshot;
+
+use crate::net::{advertised, bind_http, check_tcp, check_udp};
+use crate::settings::NodeSettings;
+
+/// How often hardware is sampled and load published.
+const METRICS_INTERVAL_MS: u64 = 1_000;
+/// Gossip rounds to wait after publishing draining, so peers see it
+/// before the node goes away.
+const DRAIN_GOSSIP_ROUNDS: u32 = 3;
+
+/// An invalid flag, variable or file: exit status 2.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) anyhow::Error);
+
+pub(crate) fn usage(error: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(UsageError(error))
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+async fn wait_for_signal() -> &'static str {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the node gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+            return "ctrl-c";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "ctrl-c",
+        _ = terminate.recv() => "sigterm",
+    }
+}
+
+/// Runs a node until a signal stops it.
+pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
+    let http = bind_http(settings.http_listen).await.map_err(usage)?;
+    check_udp("--gossip", settings.gossip_listen).map_err(usage)?;
+    check_tcp("--cluster", settings.cluster_listen).map_err(usage)?;
+    let host = settings.advertise_host.as_deref();
+    let http_listen = http.local_addr()?;
+    let config = NodeConfig {
+        requested_name: settings.name.clone(),
+        data_dir: settings.data_dir.clone(),
+        http_advertise: advertised(host, http_listen).map_err(usage)?,
+        gossip_listen: settings.gossip_listen,
+        gossip_advertise: advertised(host, settings.gossip_listen).map_err(usage)?,
+        cluster_listen: settings.cluster_listen,
+        cluster_advertise: advertised(host, settings.cluster_listen).map_err(usage)?,
+        seeds: settings.seeds.clone(),
+        gossip_interval: settings.gossip_interval,
+        metrics_interval: Duration::from_millis(METRICS_INTERVAL_MS),
+        secret: settings.secret.clone().unwrap_or_else(gpumesh_membership::ClusterSecret::open_cluster),
+    };
+    if settings.secret.is_none() {
+        tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");
+    }
+    let node = Arc::new(start_node(config, NodeEnv::production()).await?);
+    tracing::info!(
+        node = %node.name(),
+        generation = node.generation(),
+        http = %http_listen,
+        gossip = %settings.gossip_listen,
+        cluster = %settings.cluster_listen,
+        "node ready"
+    );
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(gpumesh_web::serve(http, node.clone(), async {
+        let _ = http_stopped.await;
+    }));
+    let reason = tokio::select! {
+        signal = wait_for_signal() => signal,
+        result = &mut server => {
+            node.shutdown().await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(anyhow::anyhow!("http server failed: {error}")),
+                Err(error) => Err(anyhow::anyhow!("http server stopped: {error}")),
+            };
+        }
+    };
+    tracing::info!(reason, "shutting down: draining");
+    if let Err(error) = node.drain().await {
+        tracing::warn!(%error, "could not publish draining");
+    }
+    // Give gossip a few rounds to carry the draining flag to peers.
+    tokio::time::sleep(settings.gossip_interval * DRAIN_GOSSIP_ROUNDS).await;
+    let _ = stop_http.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "http server stopped with an error"),
+        Err(error) => tracing::warn!(%error, "http server task failed"),
+    }
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! `gpumesh node` settings: flags, `GPUMESH_*` environment variables and a
+//! TOML file, merged (CLI > env > file > default) and validated into an
+//! immutable [`NodeSettings`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use gpumesh_membership::ClusterSecret;
+use serde::Deserialize;
+
+const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+const DEFAULT_GOSSIP: &str = "127.0.0.1:7946";
+const DEFAULT_CLUSTER: &str = "127.0.0.1:7947";
+const DEFAULT_DATA_DIR: &str = "./gpumesh-data";
+const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 200;
+const GOSSIP_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=60_000;
+
+/// Flags of `gpumesh node`; each is also an environment variable.
+#[derive(Args, Debug, Default)]
+pub(crate) struct NodeArgs {
+    /// TOML file with any of these settings (flags and env vars win).
+    #[arg(long, env = "GPUMESH_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Node id, unique in the cluster [default: stored in the data dir, generated on first start].
+    #[arg(long, env = "GPUMESH_NAME")]
+    pub(crate) name: Option<String>,
+    /// HTTP API and status page address [default: 127.0.0.1:8080].
+    #[arg(long, env = "GPUMESH_HTTP", value_name = "HOST:PORT")]
+    pub(crate) http: Option<String>,
+    /// Gossip (UDP) address [default: 127.0.0.1:7946].
+    #[arg(long, env = "GPUMESH_GOSSIP", value_name = "HOST:PORT")]
+    pub(crate) gossip: Option<String>,
+    /// Node-to-node actor link (TCP) address [default: 127.0.0.1:7947].
+    #[arg(long, env = "GPUMESH_CLUSTER", value_name = "HOST:PORT")]
+    pub(crate) cluster: Option<String>,
+    /// Host other nodes use to reach this one [default: host of each listen address].
+    #[arg(long, env = "GPUMESH_ADVERTISE_HOST", value_name = "HOST")]
+    pub(crate) advertise_host: Option<String>,
+    /// Gossip address of an existing node; repeat for several.
+    #[arg(long = "seed", env = "GPUMESH_SEED", value_delimiter = ',', value_name = "HOST:PORT")]
+    pub(crate) seeds: Vec<String>,
+    /// Directory of the sled store and node identity [default: ./gpumesh-data].
+    #[arg(long, env = "GPUMESH_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// File with the 32-byte cluster secret (`gpumesh keygen`) [default: none, open cluster].
+    #[arg(long, env = "GPUMESH_SECRET_FILE", value_name = "FILE")]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Gossip period in milliseconds; failure detection is tuned with it [default: 200].
+    #[arg(long, env = "GPUMESH_GOSSIP_INTERVAL_MS", value_name = "MS")]
+    pub(crate) gossip_interval_ms: Option<u64>,
+}
+
+/// The `--config` file: the same settings, snake_case keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    name: Option<String>,
+    http: Option<String>,
+    gossip: Option<String>,
+    cluster: Option<String>,
+    advertise_host: Option<String>,
+    #[serde(default)]
+    seed: Vec<String>,
+    data_dir: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
+    gossip_interval_ms: Option<u64>,
+}
+
+/// Validated settings of one node.
+#[derive(Debug)]
+pub(crate) struct NodeSettings {
+    pub(crate) name: Option<String>,
+    pub(crate) http_listen: SocketAddr,
+    pub(crate) gossip_listen: SocketAddr,
+    pub(crate) cluster_listen: SocketAddr,
+    pub(crate) advertise_host: Option<String>,
+    pub(crate) seeds: Vec<String>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) secret: Option<ClusterSecret>,
+    pub(crate) gossip_interval: Duration,
+}
+
+impl NodeArgs {
+    /// Merges flags/env with the config file and validates the result.
+    pub(crate) fn resolve(self) -> anyhow::Result<NodeSettings> {
+        let file = match &self.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let name = self.name.or(file.name);
+        if let Some(name) = &name {
+            gpumesh_membership::NodeName::new(name.as_str())?;
+        }
+        let http_listen = parse_addr("--http", self.http.or(file.http).as_deref().unwrap_or(DEFAULT_HTTP))?;
+        let gossip_listen = parse_addr("--gossip", self.gossip.or(file.gossip).as_deref().unwrap_or(DEFAULT_GOSSIP))?;
+        let cluster_listen =
+            parse_addr("--cluster", self.cluster.or(file.cluster).as_deref().unwrap_or(DEFAULT_CLUSTER))?;
+        for (flag, addr) in [("--gossip", gossip_listen), ("--cluster", cluster_listen)] {
+            if addr.port() == 0 {
+                bail!("port 0 is not supported for {flag}: other nodes need a fixed port to reach this one");
+            }
+        }
+        let advertise_host = self.advertise_host.or(file.advertise_host);
+        if advertise_host.is_none()
+            && let Some(addr) = [http_listen, gossip_listen, cluster_listen].iter().find(|a| a.ip().is_unspecified())
+        {
+            bail!(
+                "{addr} listens on every interface; set --advertise-host to the address other nodes use to reach this machine"
+            );
+        }
+        let seeds = if self.seeds.is_empty() { file.seed } else { self.seeds };
+        for seed in &seeds {
+            validate_seed(seed)?;
+        }
+        let gossip_interval_ms =
+            self.gossip_interval_ms.or(file.gossip_interval_ms).unwrap_or(DEFAULT_GOSSIP_INTERVAL_MS);
+        if !GOSSIP_INTERVAL_MS_RANGE.contains(&gossip_interval_ms) {
+            bail!("--gossip-interval-ms {gossip_interval_ms} is out of range: use 10 to 60000");
+        }
+        let secret = self.secret_file.or(file.secret_file).map(|path| read_secret(&path)).transpose()?;
+        Ok(NodeSettings {
+            name,
+            http_listen,
+            gossip_listen,
+            cluster_listen,
+            advertise_host,
+            seeds,
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            secret,
+            gossip_interval: Duration::from_millis(gossip_interval_ms),
+        })
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}: check the path given to --config", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        anyhow::anyhow!("config file {} is invalid: {}", path.display(), error.message().trim_end_matches('\n'))
+    })
+}
+
+/// Parses a `host:port` listen address, resolving names such as localhost.
+pub(crate) fn parse_addr(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    let invalid = || anyhow::anyhow!("invalid {flag} address {text:?}: expected host:port such as 127.0.0.1:8080");
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (_, port) = text.rsplit_once(':').ok_or_else(invalid)?;
+    port.parse::<u16>().map_err(|_| invalid())?;
+    text.to_socket_addrs().map_err(|_| invalid())?.next().ok_or_else(invalid)
+}
+
+fn validate_seed(seed: &str) -> anyhow::Result<()> {
+    let valid =
+        seed.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if !valid {
+        bail!("invalid --seed {seed:?}: expected the gossip address of a node, host:port such as 10.0.0.5:7946");
+    }
+    Ok(())
+}
+
+/// Reads the secret file, refusing one every user can read.
+pub(crate) fn read_secret(path: &Path) -> anyhow::Result<ClusterSecret> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = path.display();
+    let metadata = std::fs::metadata(path).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot read secret file {shown}: {error}; create one with `gpumesh keygen > {shown} && chmod 400 {shown}`"
+        )
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o004 != 0 {
+        bail!("secret file {shown} is readable by every user (mode {mode:o}): run `chmod 400 {shown}`");
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        anyhow::anyhow!("cannot read secret file {shown}: {error}; check its owner and permissions")
+    })?;
+    ClusterSecret::parse(&text).with_context(|| format!("secret file {shown} is not a cluster secret"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "name = \"from-file\"\nhttp = \"127.0.0.1:9000\"\ngossip_interval_ms = 50\nseed = [\"127.0.0.1:1234\"]\n",
+        )
+        .expect("write");
+        let args = NodeArgs { config: Some(path), name: Some("from-flag".into()), ..NodeArgs::default() };
+        let settings = args.resolve().expect("valid");
+        assert_eq!(settings.name.as_deref(), Some("from-flag"));
+        assert_eq!(settings.http_listen.port(), 9000);
+        assert_eq!(settings.gossip_interval, Duration::from_millis(50));
+        assert_eq!(settings.seeds, vec!["127.0.0.1:1234".to_string()]);
+        assert_eq!(settings.cluster_listen.port(), 7947, "default applies");
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "htp = \"127.0.0.1:9000\"\n").expect("write");
+        let error = NodeArgs { config: Some(path), ..NodeArgs::default() }.resolve().expect_err("unknown key");
+        assert!(error.to_string().contains("htp"), "{error}");
+        let cases = [
+            NodeArgs { http: Some("nonsense".into()), ..NodeArgs::default() },
+            NodeArgs { gossip: Some("127.0.0.1:0".into()), ..NodeArgs::default() },
+            NodeArgs { seeds: vec!["nohost".into()], ..NodeArgs::default() },
+            NodeArgs { gossip_interval_ms: Some(0), ..NodeArgs::default() },
+            NodeArgs { name: Some("bad name".into()), ..NodeArgs::default() },
+            NodeArgs { http: Some("0.0.0.0:8080".into()), ..NodeArgs::default() },
+        ];
+        for args in cases {
+            assert!(args.resolve().is_err());
+        }
+    }
+
+    #[test]
+    fn secret_file_must_exist_parse_and_not_be_world_readable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        assert!(read_secret(&path).expect_err("missing").to_string().contains("gpumesh keygen"));
+        std::fs::write(&path, ClusterSecret::from_bytes([5; 32]).to_hex()).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(read_secret(&path).expect_err("world readable").to_string().contains("chmod 400"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert_eq!(read_secret(&path).expect("valid"), ClusterSecret::from_bytes([5; 32]));
+    }
+}

@@ -1,0 +1,32 @@
+//! Durable local state of a gpumesh node, in sled.
+//!
+//! Layout:
+//! - `node_store`: [`NodeStore`], the sled database in the data directory,
+//!   and the node identity (name and generation) kept in it.
+//!
+//! Later issues add the job store, the job state machine and the metrics
+//! history here. Depends on no workspace crate; sled is used only here.
+
+mod node_store;
+
+pub use node_store::{Identity, NodeStore};
+
+/// Errors of the storage crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("data dir {path} is in use by another gpumesh process: stop it, or give this node its own --data-dir")]
+    Locked { path: String },
+    #[error("cannot open data dir {path}: {reason}; check its permissions or choose another --data-dir")]
+    Open { path: String, reason: String },
+    #[error(
+        "data dir {path} belongs to node {stored:?}, not {requested:?}: start with --name {stored} or use another --data-dir"
+    )]
+    NameMismatch { path: String, stored: String, requested: String },
+    #[error("data dir holds an invalid {what}; move the data dir aside and start again")]
+    Corrupt { what: &'static str },
+    #[error("storage failed: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// Result alias of the storage crate.
+pub type Result<T> = std::result::Result<T, Error>;

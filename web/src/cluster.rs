@@ -1,0 +1,113 @@
+//! `GET /cluster`: every member this node knows, in the JSON of SPEC section 4.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::State;
+use gpumesh_membership::{ClusterView, CpuStats, GpuStats, Member, MemberStatus, ModelLoad};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+
+/// The `/cluster` response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterResponse {
+    #[serde(rename = "self")]
+    pub self_name: String,
+    pub nodes: Vec<NodeEntry>,
+    pub totals: Totals,
+}
+
+/// One member in `/cluster`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub status: MemberStatus,
+    pub age_ms: u64,
+    pub generation: u64,
+    pub http_addr: Option<String>,
+    pub gossip_addr: String,
+    pub cluster_addr: Option<String>,
+    pub connected: bool,
+    pub trusted: bool,
+    pub draining: bool,
+    pub version: Option<String>,
+    pub gpus: Vec<GpuStats>,
+    pub cpu: Option<CpuStats>,
+    pub queue_depth: u32,
+    pub inflight: u32,
+    pub models: Vec<ModelEntry>,
+}
+
+/// One model of a member in `/cluster`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub device: String,
+    pub service_ms_per_item: f64,
+    pub queue_depth: u32,
+    pub inflight: u32,
+}
+
+/// Sums over the trusted members that are not dead (`nodes_alive`: trusted and alive).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub nodes_alive: usize,
+    pub gpus: usize,
+    pub vram_total_mb: u64,
+    pub queue_depth: u64,
+    pub inflight: u64,
+}
+
+fn entry(member: &Member, connected: &BTreeSet<String>) -> NodeEntry {
+    let info = member.info.as_ref();
+    let load = member.load.as_ref();
+    NodeEntry {
+        name: member.name.clone(),
+        status: member.status,
+        age_ms: member.age_ms,
+        generation: member.generation,
+        http_addr: info.map(|i| i.http_addr.to_string()),
+        gossip_addr: member.gossip_addr.to_string(),
+        cluster_addr: info.map(|i| i.cluster_addr.to_string()),
+        // A node reaches itself without a link.
+        connected: member.is_self || connected.contains(&member.name),
+        trusted: member.trusted,
+        draining: info.is_some_and(|i| i.draining),
+        version: info.map(|i| i.version.clone()),
+        gpus: load.map(|l| l.gpus.clone()).unwrap_or_default(),
+        cpu: load.map(|l| l.cpu.clone()),
+        queue_depth: load.map_or(0, |l| l.queue_depth),
+        inflight: load.map_or(0, |l| l.inflight),
+        models: load.map(|l| l.models.iter().map(model_entry).collect()).unwrap_or_default(),
+    }
+}
+
+fn model_entry(model: &ModelLoad) -> ModelEntry {
+    ModelEntry {
+        name: model.name.clone(),
+        device: model.device.clone(),
+        service_ms_per_item: model.service_ms_per_item,
+        queue_depth: model.queue_depth,
+        inflight: model.inflight,
+    }
+}
+
+/// Builds the `/cluster` response from a view and the set of linked members.
+pub fn cluster_response(view: &ClusterView, connected: &BTreeSet<String>) -> ClusterResponse {
+    let nodes: Vec<NodeEntry> = view.members.iter().map(|member| entry(member, connected)).collect();
+    let counted = nodes.iter().filter(|n| n.trusted && n.status != MemberStatus::Dead);
+    let mut totals = Totals::default();
+    for node in counted {
+        totals.gpus += node.gpus.len();
+        totals.vram_total_mb += node.gpus.iter().map(|g| g.memory_total_mb).sum::<u64>();
+        totals.queue_depth += u64::from(node.queue_depth);
+        totals.inflight += u64::from(node.inflight);
+    }
+    totals.nodes_alive = nodes.iter().filter(|n| n.trusted && n.status == MemberStatus::Alive).count();
+    ClusterResponse { self_name: view.self_name.clone(), nodes, totals }
+}
+
+pub(crate) async fn get_cluster(State(state): State<AppState>) -> Json<ClusterResponse> {
+    Json(cluster_response(&state.node.view(), &state.node.connected()))
+}

@@ -1,0 +1,53 @@
+//! The HTTP face of a gpumesh node (axum).
+//!
+//! Layout:
+//! - `cluster`: `GET /cluster`, the typed view as the JSON of SPEC section 4.
+//! - `health`: `GET /v2/health/live` and `/v2/health/ready`.
+//! - `page`: `GET /`, the status page.
+//! - `error`: the JSON error shape every 4xx/5xx uses.
+//!
+//! Depends on gpumesh-actors (the node handle) and gpumesh-membership (view
+//! types). axum is used only here.
+
+mod cluster;
+mod error;
+mod health;
+mod page;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use gpumesh_actors::NodeHandle;
+use tokio::net::TcpListener;
+
+pub use cluster::{ClusterResponse, cluster_response};
+pub use error::ApiError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<NodeHandle>,
+}
+
+/// Every route a node serves.
+pub fn router(node: Arc<NodeHandle>) -> Router {
+    Router::new()
+        .route("/", get(page::status_page))
+        .route("/cluster", get(cluster::get_cluster))
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .fallback(error::not_found)
+        .with_state(AppState { node })
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes
+/// the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<NodeHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node)).with_graceful_shutdown(shutdown).await
+}
