@@ -1,0 +1,157 @@
+//! Invariants and measurements of a run, evaluated after every step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use gpumesh_membership::{ClusterView, MemberStatus};
+
+use crate::scenario::{Bounds, FaultAction};
+
+struct Detection {
+    node: String,
+    since_ms: u64,
+    waiting: BTreeSet<String>,
+}
+
+/// Watches the views of the running nodes and records what the scenario
+/// checks: formation, detection of crashes and convergence after restarts.
+pub(crate) struct Checker {
+    bounds: Bounds,
+    nodes: Vec<String>,
+    running: BTreeSet<String>,
+    generations: BTreeMap<String, u64>,
+    views: BTreeMap<String, Arc<ClusterView>>,
+    formation_ms: Option<u64>,
+    detections: Vec<Detection>,
+    converging_since_ms: Option<u64>,
+    pub(crate) detect_ms_max: u64,
+    pub(crate) converge_ms_max: u64,
+    pub(crate) failures: Vec<String>,
+}
+
+impl Checker {
+    pub(crate) fn new(bounds: Bounds, nodes: Vec<String>) -> Self {
+        Self {
+            bounds,
+            running: nodes.iter().cloned().collect(),
+            nodes,
+            generations: BTreeMap::new(),
+            views: BTreeMap::new(),
+            formation_ms: None,
+            detections: Vec::new(),
+            converging_since_ms: None,
+            detect_ms_max: 0,
+            converge_ms_max: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    pub(crate) fn formation_ms(&self) -> Option<u64> {
+        self.formation_ms
+    }
+
+    pub(crate) fn on_fault(&mut self, now_ms: u64, action: &FaultAction) {
+        match action {
+            FaultAction::Crash { node } => {
+                self.running.remove(node);
+                self.views.remove(node);
+                self.detections.push(Detection { node: node.clone(), since_ms: now_ms, waiting: self.running.clone() });
+            }
+            FaultAction::Restart { node, .. } => {
+                self.running.insert(node.clone());
+                self.converging_since_ms = Some(now_ms);
+            }
+        }
+    }
+
+    pub(crate) fn on_view(&mut self, observer: &str, generation: u64, view: Arc<ClusterView>) {
+        if let Some(previous) = self.generations.insert(observer.to_string(), generation)
+            && generation < previous
+        {
+            self.failures.push(format!("{observer} restarted with generation {generation}, lower than {previous}"));
+        }
+        self.views.insert(observer.to_string(), view);
+    }
+
+    /// Every running node sees every running node alive, trusted and at its
+    /// current generation, and every stopped node dead or gone.
+    fn agreed(&self) -> bool {
+        self.running.iter().all(|observer| {
+            let Some(view) = self.views.get(observer) else { return false };
+            self.nodes.iter().all(|node| {
+                let member = view.member(node);
+                if self.running.contains(node) {
+                    member.is_some_and(|m| {
+                        m.status == MemberStatus::Alive
+                            && m.trusted
+                            && Some(&m.generation) == self.generations.get(node)
+                    })
+                } else {
+                    member.is_none_or(|m| m.status == MemberStatus::Dead)
+                }
+            })
+        })
+    }
+
+    pub(crate) fn evaluate(&mut self, now_ms: u64) {
+        let agreed = self.agreed();
+        if self.formation_ms.is_none() && agreed {
+            self.formation_ms = Some(now_ms);
+        }
+        let views = &self.views;
+        let running = &self.running;
+        for detection in &mut self.detections {
+            detection.waiting.retain(|observer| {
+                running.contains(observer)
+                    && views
+                        .get(observer)
+                        .and_then(|v| v.member(&detection.node))
+                        .is_some_and(|m| m.status != MemberStatus::Dead)
+            });
+        }
+        let bounds = self.bounds;
+        let mut failures = Vec::new();
+        self.detections.retain(|detection| {
+            let elapsed = now_ms - detection.since_ms;
+            if detection.waiting.is_empty() {
+                self.detect_ms_max = self.detect_ms_max.max(elapsed);
+                return false;
+            }
+            if elapsed > bounds.detect_ms {
+                failures.push(format!(
+                    "{} not seen dead by {:?} within {} ms of its crash",
+                    detection.node, detection.waiting, bounds.detect_ms
+                ));
+                return false;
+            }
+            true
+        });
+        self.failures.extend(failures);
+        if let Some(since) = self.converging_since_ms {
+            if agreed {
+                self.converge_ms_max = self.converge_ms_max.max(now_ms - since);
+                self.converging_since_ms = None;
+            } else if now_ms - since > self.bounds.converge_ms {
+                self.failures
+                    .push(format!("membership did not converge within {} ms of a restart", self.bounds.converge_ms));
+                self.converging_since_ms = None;
+            }
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        match self.formation_ms {
+            Some(ms) if ms > self.bounds.formation_ms => {
+                self.failures.push(format!("cluster formed after {ms} ms, bound {} ms", self.bounds.formation_ms));
+            }
+            Some(_) => {}
+            None => self.failures.push("cluster never formed".into()),
+        }
+        for detection in &self.detections {
+            self.failures.push(format!("{} not seen dead by {:?} before the end", detection.node, detection.waiting));
+        }
+        if self.converging_since_ms.is_some() || !self.agreed() {
+            self.failures.push("nodes do not agree on the membership at the end of the run".into());
+        }
+    }
+}

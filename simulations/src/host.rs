@@ -1,0 +1,145 @@
+//! One simulated node: the real node code started through
+//! `gpumesh_actors::start_node` with simulated clock, randomness, network
+//! and hardware.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gpumesh_actors::{Clock, HardwareProbe, HardwareSample, NodeConfig, NodeEnv, start_node};
+use gpumesh_membership::{ClusterSecret, ClusterView, CpuStats, GpuStats};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::watch;
+
+use crate::net::{Mailbox, SimTransport};
+use crate::scenario::NodeSpec;
+use crate::trace::TraceLog;
+
+pub(crate) const GOSSIP_PORT: u16 = 7946;
+const CLUSTER_PORT: u16 = 7947;
+const HTTP_PORT: u16 = 8080;
+const METRICS_INTERVAL_MS: u64 = 1_000;
+/// Every simulated node shares this secret.
+const SIM_SECRET: [u8; 32] = [0x5A; 32];
+
+/// What the driver can see of a running node.
+#[derive(Clone)]
+pub(crate) struct Observed {
+    pub(crate) generation: u64,
+    pub(crate) view: watch::Receiver<Arc<ClusterView>>,
+}
+
+/// Running nodes by name, filled in by the hosts as they start.
+pub(crate) type Registry = Arc<Mutex<BTreeMap<String, Observed>>>;
+
+/// Time inside a turmoil host: tokio's paused clock and turmoil's epoch.
+struct SimClock;
+
+impl Clock for SimClock {
+    fn now(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        turmoil::since_epoch().map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Hardware readings of a simulated node, from its profile.
+struct SimProbe {
+    spec: NodeSpec,
+}
+
+impl HardwareProbe for SimProbe {
+    fn sample(&mut self) -> HardwareSample {
+        let gpus = self
+            .spec
+            .gpu
+            .iter()
+            .map(|name| GpuStats {
+                index: 0,
+                name: name.clone(),
+                memory_total_mb: self.spec.vram_mb,
+                memory_free_mb: self.spec.vram_mb.saturating_sub(512),
+                utilization_pct: 0,
+                temperature_c: 35,
+                power_w: 50,
+            })
+            .collect();
+        HardwareSample { gpus, cpu: CpuStats { cores: 16, utilization_pct: 5, memory_free_mb: 64_000 } }
+    }
+}
+
+/// Everything a host needs to start (and restart) its node.
+#[derive(Clone)]
+pub(crate) struct HostSetup {
+    pub(crate) spec: NodeSpec,
+    pub(crate) peers: Vec<String>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) gossip_interval: Duration,
+    pub(crate) seed: u64,
+    pub(crate) starts: Arc<AtomicU64>,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) registry: Registry,
+    pub(crate) trace: TraceLog,
+}
+
+fn mix(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl HostSetup {
+    fn env(&self, host_ip: IpAddr) -> NodeEnv {
+        let start = self.starts.fetch_add(1, Ordering::SeqCst);
+        let base = mix(self.seed ^ mix(self.spec.name.bytes().fold(start, |h, b| mix(h ^ u64::from(b)))));
+        let draws = Arc::new(AtomicU64::new(0));
+        let spec = self.spec.clone();
+        NodeEnv {
+            clock: Arc::new(SimClock),
+            rng: Arc::new(move || StdRng::seed_from_u64(mix(base ^ draws.fetch_add(1, Ordering::SeqCst)))),
+            gossip_transport: Arc::new(SimTransport {
+                mailbox: self.mailbox.clone(),
+                trace: self.trace.clone(),
+                host_ip,
+            }),
+            probe: Arc::new(move || Box::new(SimProbe { spec: spec.clone() }) as Box<dyn HardwareProbe>),
+            cluster_links: false,
+        }
+    }
+
+    /// The host's software: start the node and keep it until the host is
+    /// crashed (which drops everything it owns, as `kill -9` would).
+    pub(crate) async fn run(self) -> turmoil::Result {
+        let ip = turmoil::lookup(self.spec.name.as_str());
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let config = NodeConfig {
+            requested_name: Some(self.spec.name.clone()),
+            data_dir: self.data_dir.clone(),
+            http_advertise: SocketAddr::new(ip, HTTP_PORT),
+            gossip_listen: SocketAddr::new(any, GOSSIP_PORT),
+            gossip_advertise: SocketAddr::new(ip, GOSSIP_PORT),
+            cluster_listen: SocketAddr::new(any, CLUSTER_PORT),
+            cluster_advertise: SocketAddr::new(ip, CLUSTER_PORT),
+            seeds: self.peers.iter().map(|peer| format!("{}:{GOSSIP_PORT}", turmoil::lookup(peer.as_str()))).collect(),
+            gossip_interval: self.gossip_interval,
+            metrics_interval: Duration::from_millis(METRICS_INTERVAL_MS),
+            secret: ClusterSecret::from_bytes(SIM_SECRET),
+        };
+        let node = start_node(config, self.env(ip)).await?;
+        let observed = Observed { generation: node.generation(), view: node.subscribe_view() };
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.spec.name.clone(), observed);
+        std::future::pending::<()>().await;
+        drop(node);
+        Ok(())
+    }
+}
