@@ -1,0 +1,221 @@
+//! Test harness: real `gpumesh node` processes on loopback with ephemeral
+//! ports, and waits on conditions with deadlines.
+
+#![allow(dead_code, unreachable_pub, reason = "each test binary uses a different part of the harness")]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gpumesh_web::ClusterResponse;
+use tokio::time::Instant;
+
+pub const GOSSIP_INTERVAL_MS: u64 = 200;
+const POLL_MS: u64 = 50;
+
+/// Free loopback ports for one node: (http, gossip, cluster).
+pub fn free_ports() -> (u16, u16, u16) {
+    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let gossip = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let cluster = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let ports = (
+        http.local_addr().expect("addr").port(),
+        gossip.local_addr().expect("addr").port(),
+        cluster.local_addr().expect("addr").port(),
+    );
+    drop((http, gossip, cluster));
+    ports
+}
+
+/// Writes a fresh secret file with mode 0400.
+pub fn write_secret(dir: &Path, file: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let output = Command::new(env!("CARGO_BIN_EXE_gpumesh")).arg("keygen").output().expect("keygen runs");
+    assert!(output.status.success());
+    let path = dir.join(file);
+    std::fs::write(&path, &output.stdout).expect("write secret");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    path
+}
+
+/// One node process.
+pub struct TestNode {
+    pub name: String,
+    pub url: String,
+    pub gossip: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub ports: (u16, u16, u16),
+    pub secret: Option<PathBuf>,
+    child: Child,
+}
+
+/// How to start a node.
+pub struct NodeSpec<'a> {
+    pub name: Option<&'a str>,
+    pub dir: &'a Path,
+    pub data_dir_name: &'a str,
+    pub secret: Option<&'a Path>,
+    pub seeds: &'a [String],
+    pub ports: (u16, u16, u16),
+}
+
+impl TestNode {
+    pub fn start(spec: &NodeSpec<'_>) -> Self {
+        let (http, gossip, cluster) = spec.ports;
+        let data_dir = spec.dir.join(spec.data_dir_name);
+        let log = spec.dir.join(format!("{}.{}.log", spec.data_dir_name, http));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gpumesh"));
+        command
+            .arg("node")
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--gossip", &format!("127.0.0.1:{gossip}")])
+            .args(["--cluster", &format!("127.0.0.1:{cluster}")])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--gossip-interval-ms", &GOSSIP_INTERVAL_MS.to_string()])
+            .env("GPUMESH_LOG", "info,gpumesh_actors=debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file);
+        if let Some(name) = spec.name {
+            command.args(["--name", name]);
+        }
+        if let Some(secret) = spec.secret {
+            command.arg("--secret-file").arg(secret);
+        }
+        for seed in spec.seeds {
+            command.args(["--seed", seed]);
+        }
+        let child = command.spawn().expect("gpumesh node starts");
+        Self {
+            name: spec.name.unwrap_or(spec.data_dir_name).to_string(),
+            url: format!("http://127.0.0.1:{http}"),
+            gossip: format!("127.0.0.1:{gossip}"),
+            data_dir,
+            log,
+            ports: spec.ports,
+            secret: spec.secret.map(Path::to_path_buf),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid")
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM)
+            .expect("signal");
+    }
+
+    /// Waits for the process to exit, failing the test at `timeout`.
+    pub async fn exit_status(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not exit within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `probe` until it returns `Some`, failing the test at `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+/// `GET /cluster` of a node, `None` while it does not answer.
+pub async fn fetch_view(client: &reqwest::Client, url: &str) -> Option<ClusterResponse> {
+    let response = client.get(format!("{url}/cluster")).timeout(Duration::from_secs(2)).send().await.ok()?;
+    response.json().await.ok()
+}
+
+/// True when `view` lists exactly `names`, all alive, trusted and connected.
+pub fn sees_all(view: &ClusterResponse, names: &[String]) -> bool {
+    view.nodes.len() == names.len()
+        && names.iter().all(|name| {
+            view.nodes.iter().any(|n| &n.name == name && n.status.as_str() == "alive" && n.trusted && n.connected)
+        })
+}
+
+/// A cluster of `count` nodes sharing one secret; node 0 is everyone's seed.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub secret: PathBuf,
+    pub nodes: Vec<TestNode>,
+}
+
+impl TestCluster {
+    pub fn start(count: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = write_secret(dir.path(), "secret");
+        let mut nodes: Vec<TestNode> = Vec::new();
+        for index in 0..count {
+            let name = format!("n{}", index + 1);
+            let seeds: Vec<String> = nodes.first().map(|first| first.gossip.clone()).into_iter().collect();
+            let spec = NodeSpec {
+                name: Some(&name),
+                dir: dir.path(),
+                data_dir_name: &name,
+                secret: Some(&secret),
+                seeds: &seeds,
+                ports: free_ports(),
+            };
+            nodes.push(TestNode::start(&spec));
+        }
+        Self { dir, secret, nodes }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// Waits until every node sees every node alive, trusted and linked.
+    pub async fn wait_formed(&self, client: &reqwest::Client, timeout: Duration) {
+        let names = self.names();
+        wait_until("every node sees the whole cluster", timeout, || async {
+            for node in &self.nodes {
+                let view = fetch_view(client, &node.url).await?;
+                if !sees_all(&view, &names) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+}
