@@ -138,6 +138,7 @@ impl Membership {
         self.handle
             .with_chitchat(|chitchat| {
                 let live: HashSet<ChitchatId> = chitchat.live_nodes().cloned().collect();
+                let dead: HashSet<ChitchatId> = chitchat.dead_nodes().cloned().collect();
                 chitchat
                     .node_states()
                     .iter()
@@ -146,6 +147,7 @@ impl Membership {
                         generation: id.generation_id,
                         gossip_addr: id.gossip_advertise_addr,
                         live: live.contains(id),
+                        dead: dead.contains(id),
                         heartbeat: u64::from(state.heartbeat()),
                         values: state
                             .key_values()

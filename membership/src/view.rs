@@ -45,6 +45,9 @@ pub struct RawMember {
     pub gossip_addr: SocketAddr,
     /// chitchat's failure detector says live.
     pub live: bool,
+    /// chitchat's failure detector says dead. A member neither live nor dead
+    /// has not sent enough heartbeats yet to be judged.
+    pub dead: bool,
     pub heartbeat: u64,
     pub values: BTreeMap<String, String>,
 }
@@ -166,10 +169,12 @@ fn typed_member(
     }
     let is_self = raw.name == self_name;
     let age = if is_self { Duration::ZERO } else { now.saturating_duration_since(seen.changed_at) };
-    let status = match (raw.live || is_self, age > params.suspect_after) {
-        (false, _) => MemberStatus::Dead,
-        (true, true) => MemberStatus::Suspect,
-        (true, false) => MemberStatus::Alive,
+    let status = if is_self || (raw.live && age <= params.suspect_after) {
+        MemberStatus::Alive
+    } else if raw.dead && !raw.live {
+        MemberStatus::Dead
+    } else {
+        MemberStatus::Suspect
     };
     let scope = Scope { key, node: &raw.name, generation: raw.generation };
     let info = scope.accept(&mut seen.info, INFO_KEY, raw.values.get(INFO_KEY));

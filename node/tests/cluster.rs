@@ -64,7 +64,8 @@ async fn killed_node_is_detected_within_3s_and_rejoins_with_its_name() {
     };
     let restarted = TestNode::start(&spec);
     let restarted_at = Instant::now();
-    let own = wait_until("restarted node answers", Duration::from_secs(5), || fetch_view(&client, &restarted.url)).await;
+    let own =
+        wait_until("restarted node answers", Duration::from_secs(5), || fetch_view(&client, &restarted.url)).await;
     assert_eq!(own.self_name, "n3", "a restarted node keeps its stored name");
     wait_until("survivors see n3 back with a new generation", Duration::from_secs(5), || async {
         for url in &survivors {
@@ -110,7 +111,10 @@ async fn node_with_another_secret_is_never_trusted_or_connected() {
             let Some(view) = fetch_view(&client, &node.url).await else { continue };
             if let Some(entry) = view.nodes.iter().find(|n| n.name == "intruder") {
                 assert!(!entry.trusted && !entry.connected, "{} trusts or links the intruder: {entry:?}", node.name);
-                assert!(entry.http_addr.is_none() && entry.cluster_addr.is_none(), "unverified state leaked: {entry:?}");
+                assert!(
+                    entry.http_addr.is_none() && entry.cluster_addr.is_none(),
+                    "unverified state leaked: {entry:?}"
+                );
                 observations += 1;
             }
             assert_eq!(view.totals.nodes_alive, 3, "{} counts the intruder as a member", node.name);

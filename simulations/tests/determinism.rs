@@ -54,3 +54,26 @@ fn a_bound_the_run_cannot_meet_fails_with_the_seed() {
     let failures = report["failures"].as_array().expect("failures");
     assert!(failures.iter().any(|f| f.as_str().is_some_and(|f| f.contains("not seen dead"))), "{report}");
 }
+
+/// Every scenario in `scenarios/` passes over a range of seeds
+/// (`GPUMESH_SIM_SEEDS`, default `1..20`, end exclusive).
+#[test]
+fn every_scenario_passes_over_the_seed_range() {
+    let range = std::env::var("GPUMESH_SIM_SEEDS").unwrap_or_else(|_| "1..20".into());
+    let (start, end) = range.split_once("..").expect("GPUMESH_SIM_SEEDS is A..B");
+    let seeds = start.parse::<u64>().expect("seed")..end.parse::<u64>().expect("seed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut scenarios: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"))
+        .expect("scenarios dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    scenarios.sort();
+    assert!(!scenarios.is_empty());
+    for path in &scenarios {
+        for seed in seeds.clone() {
+            let (report, code) = run(path, seed, &dir.path().join("trace"));
+            assert_eq!(code, 0, "{} failed with seed {seed}: {report}", path.display());
+        }
+    }
+}

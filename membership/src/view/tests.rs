@@ -32,6 +32,7 @@ fn raw(name: &str, generation: u64, live: bool, heartbeat: u64, key: &SigningKey
         generation,
         gossip_addr: "127.0.0.1:7946".parse().expect("addr"),
         live,
+        dead: !live,
         heartbeat,
         values,
     }
@@ -107,4 +108,13 @@ fn replayed_older_value_does_not_roll_back() {
     let b = view.member("b").expect("b");
     assert!(b.trusted);
     assert!(b.info.as_ref().is_some_and(|i| i.draining), "older value must not replace the newer one");
+}
+
+#[test]
+fn a_member_not_yet_judged_is_suspect_not_dead() {
+    let k = key();
+    let mut joining = raw("b", 1, false, 1, &k, 1);
+    joining.dead = false;
+    let view = build_view("a", vec![joining], &k, &mut AgeTracker::default(), PARAMS, Instant::now());
+    assert_eq!(view.member("b").expect("b").status, MemberStatus::Suspect);
 }
