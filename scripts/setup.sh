@@ -18,6 +18,25 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# ONNX Runtime comes from the PyPI wheel, into a project-local .venv; the
+# binary finds .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.*
+# (or ORT_DYLIB_PATH). onnx and numpy generate the models and check outputs.
+ORT_VERSION=1.32.0
+ORT_WHEEL="onnxruntime==$ORT_VERSION"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  ORT_WHEEL="onnxruntime-gpu==$ORT_VERSION"
+fi
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import onnxruntime, onnx, numpy; assert onnxruntime.__version__ == '$ORT_VERSION'" 2>/dev/null; then
+  step "installing $ORT_WHEEL, onnx and numpy into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "$ORT_WHEEL" "onnx==1.23.2" "numpy==2.4.6"
+fi
+step "generating the bundled models"
+.venv/bin/python models/generate.py
+
 if [ "${1:-}" != "--ci" ]; then
   step "building gpumesh and gpumesh-sim (release)"
   cargo build --release --locked -p gpumesh -p gpumesh-sim

@@ -7,6 +7,9 @@ use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 const BYTES_PER_MB: u64 = 1024 * 1024;
 
+/// NVML's absence is news once per process, not at every probe.
+static NVML_REPORTED: std::sync::Once = std::sync::Once::new();
+
 /// One reading of the machine.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HardwareSample {
@@ -32,11 +35,11 @@ impl SystemProbe {
         let nvml = match Nvml::init() {
             Ok(nvml) => {
                 let count = nvml.device_count().unwrap_or(0);
-                tracing::info!(gpus = count, "nvml initialised");
+                NVML_REPORTED.call_once(|| tracing::info!(gpus = count, "nvml initialised"));
                 Some(nvml)
             }
             Err(error) => {
-                tracing::info!(reason = %error, "no nvml on this machine: running as a cpu node");
+                NVML_REPORTED.call_once(|| tracing::info!(reason = %error, "no nvml on this machine: running as a cpu node"));
                 None
             }
         };

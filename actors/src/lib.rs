@@ -8,23 +8,32 @@
 //! - `metrics` + `hardware`: NVML/sysinfo readings published as load.
 //! - `view`: turns gossip state into the typed cluster view.
 //! - `links`: the ractor_cluster node server and links to peers.
-//! - pure decision modules: `restart` (backoff), `link_plan` (links).
+//! - `executor`: one actor per model, ONNX Runtime or synthetic, with
+//!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
+//! - pure decision modules: `restart` (backoff), `link_plan` (links),
+//!   `executor::batch` (batching), `executor::validate` (requests).
 //!
 //! Depends on gpumesh-membership and gpumesh-storage.
 
 pub mod env;
+pub mod executor;
 pub mod hardware;
 pub mod link_plan;
 mod links;
 mod metrics;
 mod node;
+pub mod registry;
 pub mod restart;
 mod supervisor;
+pub mod tensor;
 mod view;
 
 pub use env::{Clock, NodeEnv, ProbeFactory, RngFactory, SystemClock};
 pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
+pub use executor::{InferError, InferRequest, InferResponse, ModelMetadata, ServedModel, TensorMeta};
 pub use node::{NodeConfig, NodeHandle, start_node};
+pub use registry::{DevicePreference, ModelKind, ModelSpec, RegistryError, parse_registry};
+pub use tensor::{DataType, Tensor, TensorData, TensorError};
 
 /// Errors of the actors crate.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +44,8 @@ pub enum Error {
     Membership(#[from] gpumesh_membership::Error),
     #[error("node could not start: {0}")]
     Start(String),
+    #[error("{0}")]
+    Models(String),
 }
 
 /// Result alias of the actors crate.

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpumesh_membership::{LoadSummary, Membership};
+use gpumesh_membership::{LoadSummary, Membership, ModelLoad};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::env::ProbeFactory;
+use crate::executor::ServedModel;
 use crate::hardware::HardwareProbe;
 
 /// Samples hardware every `interval` and publishes a [`LoadSummary`].
@@ -19,6 +20,7 @@ pub(crate) struct MetricsArgs {
     pub(crate) membership: Arc<Membership>,
     pub(crate) probe: ProbeFactory,
     pub(crate) interval: Duration,
+    pub(crate) models: Arc<Vec<Arc<ServedModel>>>,
 }
 
 /// Messages of the metrics actor.
@@ -32,6 +34,7 @@ impl ractor::Message for MetricsMsg {}
 /// Mutable state, built in `pre_start`.
 pub(crate) struct MetricsState {
     membership: Arc<Membership>,
+    models: Arc<Vec<Arc<ServedModel>>>,
     probe: Box<dyn HardwareProbe>,
     last_published: Option<LoadSummary>,
 }
@@ -49,7 +52,7 @@ impl Actor for MetricsActor {
         let probe = (args.probe)();
         myself.send_interval(args.interval, || MetricsMsg::Sample);
         myself.cast(MetricsMsg::Sample)?;
-        Ok(MetricsState { membership: args.membership, probe, last_published: None })
+        Ok(MetricsState { membership: args.membership, models: args.models, probe, last_published: None })
     }
 
     async fn handle(
@@ -61,7 +64,14 @@ impl Actor for MetricsActor {
         match message {
             MetricsMsg::Sample => {
                 let sample = state.probe.sample();
-                let load = LoadSummary { gpus: sample.gpus, cpu: sample.cpu, ..LoadSummary::default() };
+                let models: Vec<ModelLoad> = state.models.iter().map(|model| model_load(model)).collect();
+                let load = LoadSummary {
+                    gpus: sample.gpus,
+                    cpu: sample.cpu,
+                    queue_depth: models.iter().map(|m| m.queue_depth).sum(),
+                    inflight: models.iter().map(|m| m.inflight).sum(),
+                    models,
+                };
                 if state.last_published.as_ref() != Some(&load) {
                     state.membership.publish_load(&load).await?;
                     state.last_published = Some(load);
@@ -69,5 +79,16 @@ impl Actor for MetricsActor {
             }
         }
         Ok(())
+    }
+}
+
+fn model_load(model: &ServedModel) -> ModelLoad {
+    ModelLoad {
+        name: model.spec.name.clone(),
+        device: model.device.clone(),
+        // Rounded to 1 us so tiny jitter does not republish the load.
+        service_ms_per_item: (model.stats.service_ms_per_item() * 1000.0).round() / 1000.0,
+        queue_depth: model.stats.queue_depth(),
+        inflight: model.stats.inflight(),
     }
 }

@@ -16,6 +16,8 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::env::NodeEnv;
+use crate::executor::{ExecutorArgs, InferError, InferRequest, InferResponse, ServedModel, load_models};
+use crate::registry::ModelSpec;
 use crate::links::LinksArgs;
 use crate::metrics::MetricsArgs;
 use crate::restart::RestartPolicy;
@@ -42,6 +44,12 @@ pub struct NodeConfig {
     pub gossip_interval: Duration,
     pub metrics_interval: Duration,
     pub secret: ClusterSecret,
+    /// Models to serve (validated registry).
+    pub models: Vec<ModelSpec>,
+    /// Where to look for libonnxruntime, in order; used only when an ONNX model is listed.
+    pub ort_library_candidates: Vec<PathBuf>,
+    /// Longest an inference request may wait for its result.
+    pub infer_timeout: Duration,
 }
 
 /// A running node.
@@ -55,6 +63,8 @@ pub struct NodeHandle {
     connected_rx: watch::Receiver<Arc<BTreeSet<String>>>,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
+    models: Arc<Vec<Arc<ServedModel>>>,
+    infer_timeout: Duration,
 }
 
 /// Starts a node: identity from the store, gossip, then the supervised actors.
@@ -67,6 +77,13 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         env.clock.unix_ms(),
     )?;
     let name = NodeName::new(identity.name)?;
+    let has_gpu = !(env.probe)().sample().gpus.is_empty();
+    let loaded = load_models(&config.models, &config.ort_library_candidates, has_gpu).await.map_err(Error::Models)?;
+    let executors: Vec<ExecutorArgs> = loaded
+        .iter()
+        .map(|l| ExecutorArgs { model: l.model.clone(), clock: env.clock.clone(), batching: l.batching })
+        .collect();
+    let models: Arc<Vec<Arc<ServedModel>>> = Arc::new(loaded.into_iter().map(|l| l.model).collect());
     tracing::info!(node = %name, generation = identity.generation, new = identity.created, "node identity");
     let info = NodeInfo {
         http_addr: config.http_advertise,
@@ -107,6 +124,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             membership: membership.clone(),
             probe: env.probe.clone(),
             interval: config.metrics_interval,
+            models: models.clone(),
         },
         view: ViewArgs {
             membership: membership.clone(),
@@ -115,6 +133,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             interval: refresh_interval,
         },
         links,
+        executors,
     };
     let (supervisor, supervisor_task) = match Actor::spawn(None, SupervisorActor, args).await {
         Ok(spawned) => spawned,
@@ -133,6 +152,8 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         connected_rx,
         supervisor,
         supervisor_task: Mutex::new(Some(supervisor_task)),
+        models,
+        infer_timeout: config.infer_timeout,
     })
 }
 
@@ -160,6 +181,22 @@ impl NodeHandle {
     /// Names of the members with a node-to-node link up.
     pub fn connected(&self) -> Arc<BTreeSet<String>> {
         self.connected_rx.borrow().clone()
+    }
+
+    /// The models this node serves.
+    pub fn models(&self) -> &[Arc<ServedModel>] {
+        &self.models
+    }
+
+    /// The served model called `name`.
+    pub fn model(&self, name: &str) -> Option<&Arc<ServedModel>> {
+        self.models.iter().find(|model| model.spec.name == name)
+    }
+
+    /// Runs `request` on model `name` here.
+    pub async fn infer(&self, name: &str, request: InferRequest) -> std::result::Result<InferResponse, InferError> {
+        let model = self.model(name).ok_or_else(|| InferError::UnknownModel(name.to_string()))?;
+        crate::executor::infer(model, request, self.infer_timeout).await
     }
 
     /// True once the node has published a draining state.

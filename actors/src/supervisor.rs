@@ -8,6 +8,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPo
 use rand::rngs::StdRng;
 
 use crate::env::Clock;
+use crate::executor::{ExecutorActor, ExecutorArgs};
 use crate::links::{LinksActor, LinksArgs};
 use crate::metrics::{MetricsActor, MetricsArgs};
 use crate::restart::{RestartPolicy, RestartState};
@@ -19,6 +20,8 @@ pub(crate) enum ChildKind {
     Metrics,
     View,
     Links,
+    /// The executor of the model at this index of `executors`.
+    Executor(usize),
 }
 
 impl ChildKind {
@@ -27,6 +30,7 @@ impl ChildKind {
             Self::Metrics => "metrics",
             Self::View => "view",
             Self::Links => "links",
+            Self::Executor(_) => "executor",
         }
     }
 }
@@ -40,6 +44,7 @@ pub(crate) struct SupervisorArgs {
     pub(crate) view: ViewArgs,
     /// `None` runs the node without node-to-node links.
     pub(crate) links: Option<LinksArgs>,
+    pub(crate) executors: Vec<ExecutorArgs>,
 }
 
 /// Supervises the node's actors.
@@ -75,7 +80,8 @@ impl Actor for SupervisorActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut state =
             SupervisorState { args, children: HashMap::new(), restarts: HashMap::new(), shutting_down: false };
-        let mut kinds = vec![ChildKind::View, ChildKind::Metrics];
+        let mut kinds: Vec<ChildKind> = (0..state.args.executors.len()).map(ChildKind::Executor).collect();
+        kinds.extend([ChildKind::View, ChildKind::Metrics]);
         if state.args.links.is_some() {
             kinds.push(ChildKind::Links);
         }
@@ -133,6 +139,10 @@ fn schedule_restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorStat
     let delay = restarts.failed(&state.args.policy, now, &mut state.args.rng);
     tracing::warn!(
         child = kind.as_str(),
+        executor_of = ?match kind {
+            ChildKind::Executor(index) => state.args.executors.get(index).map(|args| args.model.spec.name.clone()),
+            _ => None,
+        },
         reason,
         failures = restarts.consecutive_failures(),
         delay_ms = delay.as_millis() as u64,
@@ -157,6 +167,10 @@ async fn start_child(
         ChildKind::Links => {
             let Some(args) = state.args.links.clone() else { return Ok(()) };
             Actor::spawn_linked(None, LinksActor, args, supervisor).await?.0.get_cell()
+        }
+        ChildKind::Executor(index) => {
+            let Some(args) = state.args.executors.get(index).cloned() else { return Ok(()) };
+            Actor::spawn_linked(None, ExecutorActor, args, supervisor).await?.0.get_cell()
         }
     };
     state.children.insert(cell.get_id(), kind);

@@ -6,6 +6,7 @@
 //! signal handling and the log subscriber.
 
 mod demo;
+mod models;
 mod net;
 mod node_cmd;
 mod settings;

@@ -12,6 +12,8 @@ use crate::settings::NodeSettings;
 
 /// How often hardware is sampled and load published.
 const METRICS_INTERVAL_MS: u64 = 1_000;
+/// Longest an inference request waits for its result.
+const INFER_TIMEOUT_MS: u64 = 30_000;
 /// Gossip rounds to wait after publishing draining, so peers see it
 /// before the node goes away.
 const DRAIN_GOSSIP_ROUNDS: u32 = 3;
@@ -66,6 +68,9 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         gossip_interval: settings.gossip_interval,
         metrics_interval: Duration::from_millis(METRICS_INTERVAL_MS),
         secret: settings.secret.clone().unwrap_or_else(gpumesh_membership::ClusterSecret::open_cluster),
+        models: settings.models.clone(),
+        ort_library_candidates: crate::models::ort_library_candidates(),
+        infer_timeout: Duration::from_millis(INFER_TIMEOUT_MS),
     };
     if settings.secret.is_none() {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");

@@ -48,6 +48,9 @@ pub(crate) struct NodeArgs {
     /// File with the 32-byte cluster secret (`gpumesh keygen`) [default: none, open cluster].
     #[arg(long, env = "GPUMESH_SECRET_FILE", value_name = "FILE")]
     pub(crate) secret_file: Option<PathBuf>,
+    /// Model registry file [default: the bundled models/models.toml].
+    #[arg(long, env = "GPUMESH_MODELS", value_name = "FILE")]
+    pub(crate) models: Option<PathBuf>,
     /// Gossip period in milliseconds; failure detection is tuned with it [default: 200].
     #[arg(long, env = "GPUMESH_GOSSIP_INTERVAL_MS", value_name = "MS")]
     pub(crate) gossip_interval_ms: Option<u64>,
@@ -65,6 +68,7 @@ struct FileConfig {
     #[serde(default)]
     seed: Vec<String>,
     data_dir: Option<PathBuf>,
+    models: Option<PathBuf>,
     secret_file: Option<PathBuf>,
     gossip_interval_ms: Option<u64>,
 }
@@ -81,6 +85,7 @@ pub(crate) struct NodeSettings {
     pub(crate) data_dir: PathBuf,
     pub(crate) secret: Option<ClusterSecret>,
     pub(crate) gossip_interval: Duration,
+    pub(crate) models: Vec<gpumesh_actors::ModelSpec>,
 }
 
 impl NodeArgs {
@@ -121,6 +126,13 @@ impl NodeArgs {
             bail!("--gossip-interval-ms {gossip_interval_ms} is out of range: use 10 to 60000");
         }
         let secret = self.secret_file.or(file.secret_file).map(|path| read_secret(&path)).transpose()?;
+        let models = match crate::models::registry_path(self.models.or(file.models).as_deref()) {
+            Some(path) => crate::models::load_registry(&path)?,
+            None => {
+                tracing::warn!("no model registry found (models/models.toml): serving no models; give one with --models");
+                Vec::new()
+            }
+        };
         Ok(NodeSettings {
             name,
             http_listen,
@@ -131,6 +143,7 @@ impl NodeArgs {
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             secret,
             gossip_interval: Duration::from_millis(gossip_interval_ms),
+            models,
         })
     }
 }

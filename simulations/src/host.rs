@@ -131,6 +131,9 @@ impl HostSetup {
             gossip_interval: self.gossip_interval,
             metrics_interval: Duration::from_millis(METRICS_INTERVAL_MS),
             secret: ClusterSecret::from_bytes(SIM_SECRET),
+            models: Vec::new(),
+            ort_library_candidates: Vec::new(),
+            infer_timeout: Duration::from_secs(30),
         };
         let node = start_node(config, self.env(ip)).await?;
         let observed = Observed { generation: node.generation(), view: node.subscribe_view() };

@@ -3,6 +3,7 @@
 //! Layout:
 //! - `cluster`: `GET /cluster`, the typed view as the JSON of SPEC section 4.
 //! - `health`: `GET /v2/health/live` and `/v2/health/ready`.
+//! - `oip`: the Open Inference Protocol v2 endpoints (metadata, infer).
 //! - `page`: `GET /`, the status page.
 //! - `error`: the JSON error shape every 4xx/5xx uses.
 //!
@@ -12,13 +13,14 @@
 mod cluster;
 mod error;
 mod health;
+mod oip;
 mod page;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use gpumesh_actors::NodeHandle;
 use tokio::net::TcpListener;
 
@@ -38,6 +40,14 @@ pub fn router(node: Arc<NodeHandle>) -> Router {
         .route("/cluster", get(cluster::get_cluster))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/models/{model}", get(oip::model_metadata))
+        .route("/v2/models/{model}/ready", get(oip::model_ready))
+        .route("/v2/models/{model}/infer", post(oip::infer))
+        .route("/v2/models/{model}/versions/{version}", get(oip::model_metadata_versioned))
+        .route("/v2/models/{model}/versions/{version}/ready", get(oip::model_ready_versioned))
+        .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer_versioned))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(error::not_found)
         .with_state(AppState { node })
 }

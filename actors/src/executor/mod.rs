@@ -1,0 +1,247 @@
+//! Model execution: one executor actor per model, with dynamic batching.
+//!
+//! - `batch`: the batching queue (pure).
+//! - `validate`: checking a request against the model, grouping, joining
+//!   and splitting batches (pure).
+//! - `onnx`: ONNX Runtime loading and sessions.
+//! - `runner`: what runs a batch (ONNX session or synthetic).
+//! - `actor`: the executor actor.
+
+mod actor;
+pub mod batch;
+pub mod onnx;
+mod runner;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+pub(crate) use actor::{ExecutorActor, ExecutorArgs, ExecutorMsg};
+pub use runner::Runner;
+
+use crate::registry::ModelSpec;
+use crate::tensor::{DataType, Tensor};
+
+/// Name, datatype and shape (-1 for a dynamic dimension) of a model input
+/// or output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMeta {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+/// What a model takes and returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelMetadata {
+    pub name: String,
+    /// `onnxruntime_onnx` or `synthetic`.
+    pub platform: &'static str,
+    pub inputs: Vec<TensorMeta>,
+    pub outputs: Vec<TensorMeta>,
+}
+
+/// One inference request for one model.
+#[derive(Clone, Debug)]
+pub struct InferRequest {
+    pub inputs: Vec<Tensor>,
+    /// Outputs to return; empty returns every output.
+    pub outputs: Vec<String>,
+    /// 0 to 10, higher first.
+    pub priority: u8,
+}
+
+/// The result of one request, with where and how it ran.
+#[derive(Clone, Debug)]
+pub struct InferResponse {
+    pub outputs: Vec<Tensor>,
+    /// The execution provider that ran it: `cuda:N`, `cpu` or `synthetic`.
+    pub device: String,
+    pub queue_time: Duration,
+    pub compute_time: Duration,
+    /// Requests in the batch this one ran in.
+    pub batch_size: usize,
+}
+
+/// Why a request was not served; each maps to one HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InferError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown model {0:?}: GET /v2/models lists none, see GET /cluster for the models each node serves")]
+    UnknownModel(String),
+    #[error("model {model} has {queued} requests queued, its limit; retry after {retry_after_ms} ms")]
+    QueueFull { model: String, queued: usize, retry_after_ms: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("inference failed: {0}")]
+    Failed(String),
+}
+
+/// Live counters of one model, read by the metrics actor.
+#[derive(Debug, Default)]
+pub struct ModelStats {
+    queue_depth: AtomicU32,
+    inflight: AtomicU32,
+    /// Moving average of service time per item in ns, as f64 bits.
+    service_ns_per_item: AtomicU64,
+    completed: AtomicU64,
+}
+
+/// Weight of the newest batch in the service-time average.
+const SERVICE_EWMA_ALPHA: f64 = 0.2;
+
+impl ModelStats {
+    pub fn queue_depth(&self) -> u32 {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Requests completed since start.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    pub fn service_ms_per_item(&self) -> f64 {
+        f64::from_bits(self.service_ns_per_item.load(Ordering::Relaxed)) / 1e6
+    }
+
+    fn set_queue_depth(&self, depth: usize) {
+        self.queue_depth.store(u32::try_from(depth).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    fn set_inflight(&self, inflight: usize) {
+        self.inflight.store(u32::try_from(inflight).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    fn record_batch(&self, requests: usize, rows: usize, compute: Duration) {
+        let per_item = compute.as_nanos() as f64 / rows.max(1) as f64;
+        let old = f64::from_bits(self.service_ns_per_item.load(Ordering::Relaxed));
+        let new = if old == 0.0 { per_item } else { old + SERVICE_EWMA_ALPHA * (per_item - old) };
+        self.service_ns_per_item.store(new.to_bits(), Ordering::Relaxed);
+        self.completed.fetch_add(requests as u64, Ordering::Relaxed);
+    }
+}
+
+/// A served model: its spec, metadata, runner, live counters and the
+/// executor actor currently serving it (replaced when it restarts).
+pub struct ServedModel {
+    pub spec: ModelSpec,
+    pub metadata: ModelMetadata,
+    pub device: String,
+    pub stats: ModelStats,
+    pub(crate) runner: Runner,
+    pub(crate) executor: RwLock<Option<ActorRef<ExecutorMsg>>>,
+}
+
+impl ServedModel {
+    /// An executor actor is serving the model (false while it restarts).
+    pub fn executor_running(&self) -> bool {
+        self.executor.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+}
+
+/// Every model this node serves, by name.
+pub type ModelTable = BTreeMap<String, Arc<ServedModel>>;
+
+/// A model ready to serve and whether its requests are batched.
+pub(crate) struct LoadedModel {
+    pub(crate) model: Arc<ServedModel>,
+    pub(crate) batching: bool,
+}
+
+fn synthetic_metadata(name: &str) -> ModelMetadata {
+    let x = TensorMeta { name: "x".into(), datatype: DataType::Fp32, shape: vec![-1, -1] };
+    ModelMetadata { name: name.to_string(), platform: "synthetic", inputs: vec![x.clone()], outputs: vec![x] }
+}
+
+/// Loads every model of the registry. ONNX Runtime is loaded only when an
+/// ONNX model is listed; sessions are built on a blocking thread. A model
+/// that needs a GPU is skipped on a node without one.
+pub(crate) async fn load_models(
+    specs: &[ModelSpec],
+    ort_candidates: &[std::path::PathBuf],
+    has_gpu: bool,
+) -> Result<Vec<LoadedModel>, String> {
+    use crate::registry::{DevicePreference, ModelKind};
+    let mut loaded = Vec::new();
+    for spec in specs {
+        let (metadata, device, runner) = match &spec.kind {
+            ModelKind::Synthetic { service_time_ms, service_time_per_item_ms } => (
+                synthetic_metadata(&spec.name),
+                "synthetic".to_string(),
+                Runner::Synthetic {
+                    fixed: Duration::from_secs_f64(service_time_ms / 1000.0),
+                    per_item: Duration::from_secs_f64(service_time_per_item_ms / 1000.0),
+                },
+            ),
+            ModelKind::Onnx { path } => {
+                if spec.device == DevicePreference::Gpu && !has_gpu {
+                    tracing::info!(model = %spec.name, "model needs a gpu; not served on this cpu node");
+                    continue;
+                }
+                let environment = onnx::load_runtime(ort_candidates)?;
+                let cuda = (spec.device != DevicePreference::Cpu && has_gpu).then_some(0);
+                let (name, path) = (spec.name.clone(), path.clone());
+                let model = tokio::task::spawn_blocking(move || onnx::OnnxModel::load(environment, &name, &path, cuda))
+                    .await
+                    .map_err(|error| format!("loading model {} crashed: {error}", spec.name))?
+                    .map_err(|error| format!("model {}: cannot load {}: {error}", spec.name, path_of(spec)))?;
+                let (metadata, device) = (model.metadata.clone(), model.device.clone());
+                (metadata, device, Runner::Onnx(Arc::new(std::sync::Mutex::new(model))))
+            }
+        };
+        let synthetic = metadata.platform == "synthetic";
+        let batching = spec.batching() && (synthetic || validate::batchable(&metadata));
+        if spec.batching() && !batching {
+            tracing::warn!(model = %spec.name, "batching off: not every input has a dynamic leading dimension");
+        }
+        tracing::info!(model = %spec.name, device = %device, batching, "model loaded");
+        let model = ServedModel {
+            spec: spec.clone(),
+            metadata,
+            device,
+            stats: ModelStats::default(),
+            runner,
+            executor: RwLock::new(None),
+        };
+        loaded.push(LoadedModel { model: Arc::new(model), batching });
+    }
+    Ok(loaded)
+}
+
+fn path_of(spec: &ModelSpec) -> String {
+    match &spec.kind {
+        crate::registry::ModelKind::Onnx { path } => path.display().to_string(),
+        crate::registry::ModelKind::Synthetic { .. } => "synthetic".into(),
+    }
+}
+
+/// Sends `request` to the model's executor and waits up to `timeout`.
+pub(crate) async fn infer(
+    model: &ServedModel,
+    request: InferRequest,
+    timeout: Duration,
+) -> Result<InferResponse, InferError> {
+    let executor = model.executor.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let Some(executor) = executor else {
+        return Err(InferError::Unavailable(format!("model {} is restarting; retry in a moment", model.spec.name)));
+    };
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    match executor.call(|reply| ExecutorMsg::Infer(request, reply), Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(InferError::Unavailable(format!("model {} did not answer within {timeout_ms} ms", model.spec.name)))
+        }
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(InferError::Unavailable(format!("model {} stopped while serving the request; retry", model.spec.name)))
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! OIP v2 inference requests: JSON tensors and the binary tensor extension
+//! (`Inference-Header-Content-Length`, `binary_data_size`). Nothing a client
+//! sends can panic here: every bound is checked before anything is
+//! allocated for it.
+
+use std::collections::BTreeSet;
+
+use gpumesh_actors::{DataType, InferRequest, Tensor, TensorData, tensor::element_count};
+use half::f16;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// Largest request body, bytes.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Most elements in one tensor.
+pub(crate) const MAX_TENSOR_ELEMENTS: usize = 16 * 1024 * 1024;
+/// Most inputs (and requested outputs) in one request.
+pub(crate) const MAX_INPUTS: usize = 256;
+/// Most dimensions of one tensor.
+pub(crate) const MAX_RANK: usize = 16;
+/// Priority when the request gives none.
+const DEFAULT_PRIORITY: u8 = 5;
+
+#[derive(Deserialize)]
+struct RequestHeader<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(borrow)]
+    inputs: Vec<InputHeader<'a>>,
+    #[serde(default)]
+    outputs: Vec<OutputHeader>,
+}
+
+#[derive(Deserialize)]
+struct InputHeader<'a> {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct OutputHeader {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// Placement requirements of a request (used by routing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Requirements {
+    pub(crate) device: Option<String>,
+    pub(crate) min_free_vram_mb: Option<u64>,
+    pub(crate) gpu_type: Option<String>,
+}
+
+/// Which outputs go back as binary.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BinaryOutputs {
+    pub(crate) all: bool,
+    pub(crate) names: BTreeSet<String>,
+}
+
+impl BinaryOutputs {
+    pub(crate) fn wants(&self, name: &str) -> bool {
+        self.all || self.names.contains(name)
+    }
+}
+
+/// A decoded request.
+pub(crate) struct Decoded {
+    pub(crate) id: Option<String>,
+    pub(crate) request: InferRequest,
+    pub(crate) binary_outputs: BinaryOutputs,
+    #[allow(dead_code, reason = "routing (the next issue) reads the requirements")]
+    pub(crate) requirements: Requirements,
+}
+
+/// Decodes a request body; `header_len` is `Inference-Header-Content-Length`.
+pub(crate) fn decode(body: &[u8], header_len: Option<usize>) -> Result<Decoded, String> {
+    let (json, mut binary) = match header_len {
+        Some(len) if len > body.len() => {
+            return Err(format!("Inference-Header-Content-Length {len} is larger than the body ({} bytes)", body.len()));
+        }
+        Some(len) => body.split_at(len),
+        None => (body, &[][..]),
+    };
+    let text = std::str::from_utf8(json).map_err(|_| "the request JSON is not valid UTF-8".to_string())?;
+    let header: RequestHeader<'_> =
+        serde_json::from_str(text).map_err(|error| format!("the request is not a valid inference request: {error}"))?;
+    if header.inputs.len() > MAX_INPUTS || header.outputs.len() > MAX_INPUTS {
+        return Err(format!("a request may have at most {MAX_INPUTS} inputs and outputs"));
+    }
+    let (priority, requirements, binary_all) = parameters(&header.parameters)?;
+    let mut inputs = Vec::with_capacity(header.inputs.len());
+    for input in &header.inputs {
+        inputs.push(decode_input(input, &mut binary)?);
+    }
+    if !binary.is_empty() {
+        return Err(format!("{} bytes of binary data are not claimed by any input's binary_data_size", binary.len()));
+    }
+    let mut binary_outputs = BinaryOutputs { all: binary_all, names: BTreeSet::new() };
+    let mut outputs = Vec::with_capacity(header.outputs.len());
+    for output in header.outputs {
+        match output.parameters.get("binary_data") {
+            None => {}
+            Some(Value::Bool(true)) => {
+                binary_outputs.names.insert(output.name.clone());
+            }
+            Some(Value::Bool(false)) => {}
+            Some(_) => return Err(format!("output {:?}: parameter binary_data must be true or false", output.name)),
+        }
+        outputs.push(output.name);
+    }
+    Ok(Decoded { id: header.id, request: InferRequest { inputs, outputs, priority }, binary_outputs, requirements })
+}
+
+fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool), String> {
+    let priority = match parameters.get("priority") {
+        None => DEFAULT_PRIORITY,
+        Some(value) => value
+            .as_u64()
+            .filter(|p| *p <= 10)
+            .and_then(|p| u8::try_from(p).ok())
+            .ok_or("parameter priority must be an integer from 0 to 10")?,
+    };
+    let device = match parameters.get("device") {
+        None => None,
+        Some(Value::String(device)) if matches!(device.as_str(), "gpu" | "cpu" | "any") => Some(device.clone()),
+        Some(_) => return Err("parameter device must be \"gpu\", \"cpu\" or \"any\"".into()),
+    };
+    let min_free_vram_mb = match parameters.get("min_free_vram_mb") {
+        None => None,
+        Some(value) => Some(value.as_u64().ok_or("parameter min_free_vram_mb must be a non-negative integer")?),
+    };
+    let gpu_type = match parameters.get("gpu_type") {
+        None => None,
+        Some(Value::String(gpu)) => Some(gpu.clone()),
+        Some(_) => return Err("parameter gpu_type must be a string".into()),
+    };
+    let binary = match parameters.get("binary_data_output") {
+        None => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(_) => return Err("parameter binary_data_output must be true or false".into()),
+    };
+    Ok((priority, Requirements { device, min_free_vram_mb, gpu_type }, binary))
+}
+
+fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8]) -> Result<Tensor, String> {
+    let name = &input.name;
+    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
+        let known: Vec<&str> = DataType::ALL.iter().map(|dt| dt.as_str()).collect();
+        format!("input {name:?}: datatype {:?} is not one of {}", input.datatype, known.join(", "))
+    })?;
+    if input.shape.len() > MAX_RANK {
+        return Err(format!("input {name:?}: shape has {} dimensions, at most {MAX_RANK} are allowed", input.shape.len()));
+    }
+    let shape: Vec<usize> = input
+        .shape
+        .iter()
+        .map(|&dim| usize::try_from(dim).map_err(|_| format!("input {name:?}: shape {:?} has a negative dimension", input.shape)))
+        .collect::<Result<_, _>>()?;
+    let count = element_count(&shape)
+        .filter(|&count| count <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| format!("input {name:?}: shape {:?} has more than {MAX_TENSOR_ELEMENTS} elements", input.shape))?;
+    let data = match (input.parameters.get("binary_data_size"), input.data) {
+        (Some(_), Some(_)) => return Err(format!("input {name:?} has both data and binary_data_size")),
+        (Some(size), None) => {
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| format!("input {name:?}: binary_data_size must be a non-negative integer"))?;
+            if size > binary.len() {
+                return Err(format!("input {name:?}: binary_data_size {size} is more than the {} bytes left", binary.len()));
+            }
+            let (bytes, rest) = binary.split_at(size);
+            *binary = rest;
+            TensorData::from_le_bytes(datatype, bytes).map_err(|error| format!("input {name:?}: {error}"))?
+        }
+        (None, Some(raw)) => json_data(datatype, raw, count).map_err(|error| format!("input {name:?}: {error}"))?,
+        (None, None) => return Err(format!("input {name:?} has no data and no binary_data_size")),
+    };
+    Tensor::new(name.clone(), shape, data).map_err(|error| format!("input {name:?}: {error}"))
+}
+
+/// JSON tensor data: a flat array (the fast path) or nested arrays in
+/// row-major order.
+fn json_data(datatype: DataType, raw: &RawValue, count: usize) -> Result<TensorData, String> {
+    macro_rules! flat {
+        ($variant:ident, $ty:ty) => {
+            serde_json::from_str::<Vec<$ty>>(raw.get()).ok().map(TensorData::$variant)
+        };
+    }
+    let flat = match datatype {
+        DataType::Bool => flat!(Bool, bool),
+        DataType::Uint8 => flat!(Uint8, u8),
+        DataType::Int8 => flat!(Int8, i8),
+        DataType::Int16 => flat!(Int16, i16),
+        DataType::Int32 => flat!(Int32, i32),
+        DataType::Int64 => flat!(Int64, i64),
+        DataType::Fp16 => serde_json::from_str::<Vec<f32>>(raw.get())
+            .ok()
+            .map(|values| TensorData::Fp16(values.into_iter().map(f16::from_f32).collect())),
+        DataType::Fp32 => flat!(Fp32, f32),
+        DataType::Fp64 => flat!(Fp64, f64),
+    };
+    let data = match flat {
+        Some(data) => data,
+        None => nested(datatype, raw, count)?,
+    };
+    if data.len() != count {
+        return Err(format!("the shape holds {count} elements but data has {}", data.len()));
+    }
+    Ok(data)
+}
+
+fn nested(datatype: DataType, raw: &RawValue, count: usize) -> Result<TensorData, String> {
+    let value: Value = serde_json::from_str(raw.get()).map_err(|error| format!("data is not valid JSON: {error}"))?;
+    let mut data = TensorData::with_capacity(datatype, count.min(MAX_TENSOR_ELEMENTS));
+    flatten(&value, datatype, &mut data, count, 0)?;
+    Ok(data)
+}
+
+fn flatten(value: &Value, datatype: DataType, out: &mut TensorData, count: usize, depth: usize) -> Result<(), String> {
+    if depth > MAX_RANK {
+        return Err(format!("data is nested deeper than {MAX_RANK} levels"));
+    }
+    match value {
+        Value::Array(items) => items.iter().try_for_each(|item| flatten(item, datatype, out, count, depth + 1)),
+        scalar => {
+            if out.len() >= count {
+                return Err(format!("data has more than the {count} elements the shape holds"));
+            }
+            push_scalar(scalar, out)
+        }
+    }
+}
+
+fn push_scalar(value: &Value, out: &mut TensorData) -> Result<(), String> {
+    let datatype = out.datatype();
+    let mismatch = || format!("data holds {value} where a {datatype} value belongs");
+    macro_rules! int {
+        ($v:expr, $ty:ty) => {
+            $v.push(value.as_i64().and_then(|x| <$ty>::try_from(x).ok()).ok_or_else(mismatch)?)
+        };
+    }
+    match out {
+        TensorData::Bool(v) => v.push(value.as_bool().ok_or_else(mismatch)?),
+        TensorData::Uint8(v) => v.push(value.as_u64().and_then(|x| u8::try_from(x).ok()).ok_or_else(mismatch)?),
+        TensorData::Int8(v) => int!(v, i8),
+        TensorData::Int16(v) => int!(v, i16),
+        TensorData::Int32(v) => int!(v, i32),
+        TensorData::Int64(v) => v.push(value.as_i64().ok_or_else(mismatch)?),
+        TensorData::Fp16(v) => v.push(f16::from_f64(value.as_f64().ok_or_else(mismatch)?)),
+        TensorData::Fp32(v) => v.push(value.as_f64().ok_or_else(mismatch)? as f32),
+        TensorData::Fp64(v) => v.push(value.as_f64().ok_or_else(mismatch)?),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! The Open Inference Protocol v2 endpoints (KServe v2 / Triton HTTP).
+
+mod decode;
+mod encode;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gpumesh_actors::{InferError, ServedModel, TensorMeta};
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState};
+pub(crate) use decode::MAX_BODY_BYTES;
+use decode::decode;
+use encode::{Provenance, encode};
+
+/// Bodies larger than this are decoded on a blocking thread.
+const DECODE_INLINE_MAX_BYTES: usize = 256 * 1024;
+
+fn tensor_json(meta: &TensorMeta) -> Value {
+    json!({ "name": meta.name, "datatype": meta.datatype.as_str(), "shape": meta.shape })
+}
+
+fn unknown_model(name: &str) -> ApiError {
+    ApiError::from(InferError::UnknownModel(name.to_string()))
+}
+
+fn served<'a>(state: &'a AppState, name: &str) -> Result<&'a std::sync::Arc<ServedModel>, ApiError> {
+    state.node.model(name).ok_or_else(|| unknown_model(name))
+}
+
+impl From<InferError> for ApiError {
+    fn from(error: InferError) -> Self {
+        let status = match &error {
+            InferError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            InferError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            InferError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InferError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let retry_after_s = match &error {
+            InferError::QueueFull { retry_after_ms, .. } => Some(retry_after_ms.div_ceil(1000).max(1)),
+            _ => None,
+        };
+        ApiError { status, message: error.to_string(), retry_after_s }
+    }
+}
+
+/// `GET /v2`: server metadata.
+pub(crate) async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "gpumesh",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "gpumesh_provenance"],
+    }))
+}
+
+/// `GET /v2/models/{model}`: inputs and outputs with names, datatypes and shapes.
+pub(crate) async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let model = served(&state, &name)?;
+    Ok(Json(json!({
+        "name": model.spec.name,
+        "versions": ["1"],
+        "platform": model.metadata.platform,
+        "inputs": model.metadata.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
+        "outputs": model.metadata.outputs.iter().map(tensor_json).collect::<Vec<_>>(),
+        "parameters": {
+            "gpumesh_device": model.device,
+            "max_batch_size": model.spec.batch.max_batch_size,
+        },
+    })))
+}
+
+/// `GET /v2/models/{model}/ready`.
+pub(crate) async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let model = served(&state, &name)?;
+    if model.executor_running() {
+        Ok(Json(json!({ "name": name, "ready": true })))
+    } else {
+        Err(ApiError::from(InferError::Unavailable(format!("model {name} is restarting; retry in a moment"))))
+    }
+}
+
+fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+    let Some(value) = headers.get("inference-header-content-length") else { return Ok(None) };
+    value.to_str().ok().and_then(|v| v.trim().parse().ok()).map(Some).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "Inference-Header-Content-Length must be a non-negative integer")
+    })
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or smaller tensors"),
+    )
+}
+
+/// `POST /v2/models/{model}/infer`.
+pub(crate) async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    served(&state, &name)?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large())?;
+    let header_len = header_length(&headers)?;
+    let decoded = if bytes.len() > DECODE_INLINE_MAX_BYTES {
+        tokio::task::spawn_blocking(move || decode(&bytes, header_len))
+            .await
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decoding the request failed"))?
+    } else {
+        decode(&bytes, header_len)
+    }
+    .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
+    let response = state.node.infer(&name, decoded.request).await?;
+    let node = state.node.name().to_string();
+    let provenance = Provenance { node: &node, route: &node };
+    let (headers, body) = encode(&name, decoded.id.as_deref(), &response, &provenance, &decoded.binary_outputs)
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response failed: {error}")))?;
+    Ok((headers, body).into_response())
+}
+
+/// Adds `Retry-After` to a response.
+pub(crate) fn retry_after(response: &mut Response, seconds: u64) {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+}
+
+fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
+    if version == "1" {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, format!("model {name} has only version 1, not {version:?}")))
+    }
+}
+
+/// `GET /v2/models/{model}/versions/{version}`.
+pub(crate) async fn model_metadata_versioned(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check_version(&name, &version)?;
+    model_metadata(state, Path(name)).await
+}
+
+/// `GET /v2/models/{model}/versions/{version}/ready`.
+pub(crate) async fn model_ready_versioned(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check_version(&name, &version)?;
+    model_ready(state, Path(name)).await
+}
+
+/// `POST /v2/models/{model}/versions/{version}/infer`.
+pub(crate) async fn infer_versioned(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_version(&name, &version)?;
+    infer(state, Path(name), headers, body).await
+}
