@@ -39,7 +39,8 @@ impl SystemProbe {
                 Some(nvml)
             }
             Err(error) => {
-                NVML_REPORTED.call_once(|| tracing::info!(reason = %error, "no nvml on this machine: running as a cpu node"));
+                NVML_REPORTED
+                    .call_once(|| tracing::info!(reason = %error, "no nvml on this machine: running as a cpu node"));
                 None
             }
         };

@@ -29,8 +29,8 @@ pub mod tensor;
 mod view;
 
 pub use env::{Clock, NodeEnv, ProbeFactory, RngFactory, SystemClock};
-pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use executor::{InferError, InferRequest, InferResponse, ModelMetadata, ServedModel, TensorMeta};
+pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use node::{NodeConfig, NodeHandle, start_node};
 pub use registry::{DevicePreference, ModelKind, ModelSpec, RegistryError, parse_registry};
 pub use tensor::{DataType, Tensor, TensorData, TensorError};

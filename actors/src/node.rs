@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::env::NodeEnv;
 use crate::executor::{ExecutorArgs, InferError, InferRequest, InferResponse, ServedModel, load_models};
-use crate::registry::ModelSpec;
 use crate::links::LinksArgs;
 use crate::metrics::MetricsArgs;
+use crate::registry::ModelSpec;
 use crate::restart::RestartPolicy;
 use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::view::ViewArgs;

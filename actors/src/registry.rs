@@ -107,7 +107,8 @@ fn invalid(name: &str, reason: impl Into<String>) -> RegistryError {
 /// Parses the registry text; relative paths are resolved against `base_dir`
 /// (the directory of the file).
 pub fn parse_registry(text: &str, base_dir: &Path) -> Result<Vec<ModelSpec>, RegistryError> {
-    let file: RegistryFile = toml::from_str(text).map_err(|error| RegistryError::Syntax(error.message().trim().to_string()))?;
+    let file: RegistryFile =
+        toml::from_str(text).map_err(|error| RegistryError::Syntax(error.message().trim().to_string()))?;
     let mut names = BTreeSet::new();
     let mut specs = Vec::new();
     for entry in file.model {

@@ -180,7 +180,7 @@ impl TensorData {
     /// Decodes little-endian bytes (the binary tensor extension layout).
     pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Result<Self, TensorError> {
         let size = datatype.size_bytes();
-        if bytes.len() % size != 0 {
+        if !bytes.len().is_multiple_of(size) {
             return Err(TensorError::RaggedBytes { bytes: bytes.len(), datatype });
         }
         macro_rules! decode {

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node.
-    Node(settings::NodeArgs),
+    Node(Box<settings::NodeArgs>),
     /// Start several local nodes and keep them running until Ctrl-C.
     Demo(demo::DemoArgs),
     /// Show the cluster as one node sees it.

@@ -13,7 +13,10 @@ const REGISTRY_RELATIVE: &str = "models/models.toml";
 /// repository's `models/` and `.venv/`).
 fn search_roots() -> Vec<PathBuf> {
     let mut roots = Vec::new();
-    let starts = [std::env::current_dir().ok(), std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf))];
+    let starts = [
+        std::env::current_dir().ok(),
+        std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)),
+    ];
     for start in starts.into_iter().flatten() {
         for dir in start.ancestors() {
             if !roots.iter().any(|known: &PathBuf| known == dir) {

@@ -129,7 +129,9 @@ impl NodeArgs {
         let models = match crate::models::registry_path(self.models.or(file.models).as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
             None => {
-                tracing::warn!("no model registry found (models/models.toml): serving no models; give one with --models");
+                tracing::warn!(
+                    "no model registry found (models/models.toml): serving no models; give one with --models"
+                );
                 Vec::new()
             }
         };

@@ -161,7 +161,8 @@ async fn run_batch(model: &ServedModel, batch: Vec<(Job, std::time::Duration)>) 
         let inputs = if jobs.len() == 1 {
             Ok(std::mem::take(&mut jobs[0].0.request.inputs))
         } else {
-            let parts: Vec<&[crate::tensor::Tensor]> = jobs.iter().map(|(job, _)| job.request.inputs.as_slice()).collect();
+            let parts: Vec<&[crate::tensor::Tensor]> =
+                jobs.iter().map(|(job, _)| job.request.inputs.as_slice()).collect();
             join_inputs(&parts)
         };
         let result = match inputs {

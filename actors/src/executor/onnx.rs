@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use half::f16;
-use ort::ep;
 use ort::environment::Environment;
+use ort::ep;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
@@ -77,7 +77,8 @@ fn datatype(ty: TensorElementType) -> Option<DataType> {
 fn tensor_meta(name: &str, value_type: &ValueType) -> Result<TensorMeta, String> {
     match value_type {
         ValueType::Tensor { ty, shape, .. } => {
-            let datatype = datatype(*ty).ok_or_else(|| format!("{name:?} has element type {ty:?}, which gpumesh does not serve"))?;
+            let datatype = datatype(*ty)
+                .ok_or_else(|| format!("{name:?} has element type {ty:?}, which gpumesh does not serve"))?;
             Ok(TensorMeta { name: name.to_string(), datatype, shape: shape.iter().copied().collect() })
         }
         other => Err(format!("{name:?} is a {other:?}, not a tensor")),
@@ -87,7 +88,8 @@ fn tensor_meta(name: &str, value_type: &ValueType) -> Result<TensorMeta, String>
 fn build_session(environment: &Environment, path: &Path, cuda_device: Option<i32>) -> ort::Result<Session> {
     let mut builder = Session::builder(environment)?.with_optimization_level(GraphOptimizationLevel::All)?;
     if let Some(device_id) = cuda_device {
-        builder = builder.with_execution_providers([ep::CUDA::default().with_device_id(device_id).build().error_on_failure()])?;
+        builder = builder
+            .with_execution_providers([ep::CUDA::default().with_device_id(device_id).build().error_on_failure()])?;
     }
     builder.commit_from_file(path)
 }

@@ -46,9 +46,9 @@ pub fn validate_request(
     } else {
         let mut ordered = Vec::with_capacity(metadata.inputs.len());
         for declared in &metadata.inputs {
-            let tensor = by_name
-                .remove(&declared.name)
-                .ok_or_else(|| bad(format!("input {:?} is missing; model {model} takes {}", declared.name, names(&metadata.inputs))))?;
+            let tensor = by_name.remove(&declared.name).ok_or_else(|| {
+                bad(format!("input {:?} is missing; model {model} takes {}", declared.name, names(&metadata.inputs)))
+            })?;
             check_input(declared, &tensor)?;
             ordered.push(tensor);
         }

@@ -86,7 +86,10 @@ pub(crate) struct Decoded {
 pub(crate) fn decode(body: &[u8], header_len: Option<usize>) -> Result<Decoded, String> {
     let (json, mut binary) = match header_len {
         Some(len) if len > body.len() => {
-            return Err(format!("Inference-Header-Content-Length {len} is larger than the body ({} bytes)", body.len()));
+            return Err(format!(
+                "Inference-Header-Content-Length {len} is larger than the body ({} bytes)",
+                body.len()
+            ));
         }
         Some(len) => body.split_at(len),
         None => (body, &[][..]),
@@ -159,16 +162,22 @@ fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8]) -> Result<Tensor, S
         format!("input {name:?}: datatype {:?} is not one of {}", input.datatype, known.join(", "))
     })?;
     if input.shape.len() > MAX_RANK {
-        return Err(format!("input {name:?}: shape has {} dimensions, at most {MAX_RANK} are allowed", input.shape.len()));
+        return Err(format!(
+            "input {name:?}: shape has {} dimensions, at most {MAX_RANK} are allowed",
+            input.shape.len()
+        ));
     }
     let shape: Vec<usize> = input
         .shape
         .iter()
-        .map(|&dim| usize::try_from(dim).map_err(|_| format!("input {name:?}: shape {:?} has a negative dimension", input.shape)))
+        .map(|&dim| {
+            usize::try_from(dim)
+                .map_err(|_| format!("input {name:?}: shape {:?} has a negative dimension", input.shape))
+        })
         .collect::<Result<_, _>>()?;
-    let count = element_count(&shape)
-        .filter(|&count| count <= MAX_TENSOR_ELEMENTS)
-        .ok_or_else(|| format!("input {name:?}: shape {:?} has more than {MAX_TENSOR_ELEMENTS} elements", input.shape))?;
+    let count = element_count(&shape).filter(|&count| count <= MAX_TENSOR_ELEMENTS).ok_or_else(|| {
+        format!("input {name:?}: shape {:?} has more than {MAX_TENSOR_ELEMENTS} elements", input.shape)
+    })?;
     let data = match (input.parameters.get("binary_data_size"), input.data) {
         (Some(_), Some(_)) => return Err(format!("input {name:?} has both data and binary_data_size")),
         (Some(size), None) => {
@@ -177,7 +186,10 @@ fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8]) -> Result<Tensor, S
                 .and_then(|s| usize::try_from(s).ok())
                 .ok_or_else(|| format!("input {name:?}: binary_data_size must be a non-negative integer"))?;
             if size > binary.len() {
-                return Err(format!("input {name:?}: binary_data_size {size} is more than the {} bytes left", binary.len()));
+                return Err(format!(
+                    "input {name:?}: binary_data_size {size} is more than the {} bytes left",
+                    binary.len()
+                ));
             }
             let (bytes, rest) = binary.split_at(size);
             *binary = rest;
@@ -223,16 +235,16 @@ fn json_data(datatype: DataType, raw: &RawValue, count: usize) -> Result<TensorD
 fn nested(datatype: DataType, raw: &RawValue, count: usize) -> Result<TensorData, String> {
     let value: Value = serde_json::from_str(raw.get()).map_err(|error| format!("data is not valid JSON: {error}"))?;
     let mut data = TensorData::with_capacity(datatype, count.min(MAX_TENSOR_ELEMENTS));
-    flatten(&value, datatype, &mut data, count, 0)?;
+    flatten(&value, &mut data, count, 0)?;
     Ok(data)
 }
 
-fn flatten(value: &Value, datatype: DataType, out: &mut TensorData, count: usize, depth: usize) -> Result<(), String> {
+fn flatten(value: &Value, out: &mut TensorData, count: usize, depth: usize) -> Result<(), String> {
     if depth > MAX_RANK {
         return Err(format!("data is nested deeper than {MAX_RANK} levels"));
     }
     match value {
-        Value::Array(items) => items.iter().try_for_each(|item| flatten(item, datatype, out, count, depth + 1)),
+        Value::Array(items) => items.iter().try_for_each(|item| flatten(item, out, count, depth + 1)),
         scalar => {
             if out.len() >= count {
                 return Err(format!("data has more than the {count} elements the shape holds"));

@@ -58,7 +58,10 @@ pub(crate) async fn server_metadata() -> Json<Value> {
 }
 
 /// `GET /v2/models/{model}`: inputs and outputs with names, datatypes and shapes.
-pub(crate) async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn model_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let model = served(&state, &name)?;
     Ok(Json(json!({
         "name": model.spec.name,
@@ -74,7 +77,10 @@ pub(crate) async fn model_metadata(State(state): State<AppState>, Path(name): Pa
 }
 
 /// `GET /v2/models/{model}/ready`.
-pub(crate) async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let model = served(&state, &name)?;
     if model.executor_running() {
         Ok(Json(json!({ "name": name, "ready": true })))
@@ -105,7 +111,8 @@ pub(crate) async fn infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     served(&state, &name)?;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
         return Err(too_large());
     }
@@ -123,7 +130,9 @@ pub(crate) async fn infer(
     let node = state.node.name().to_string();
     let provenance = Provenance { node: &node, route: &node };
     let (headers, body) = encode(&name, decoded.id.as_deref(), &response, &provenance, &decoded.binary_outputs)
-        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response failed: {error}")))?;
+        .map_err(|error| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response failed: {error}"))
+        })?;
     Ok((headers, body).into_response())
 }
 

@@ -71,10 +71,7 @@ fn invalid_requests_are_bad_requests_naming_the_problem() {
 #[test]
 fn join_then_split_gives_each_request_its_rows() {
     let first = [a(1), b(1)];
-    let second = [
-        Tensor::new("a", vec![2, 2], TensorData::Fp32(vec![2.0, 3.0, 4.0, 5.0])).expect("tensor"),
-        b(2),
-    ];
+    let second = [Tensor::new("a", vec![2, 2], TensorData::Fp32(vec![2.0, 3.0, 4.0, 5.0])).expect("tensor"), b(2)];
     let joined = join_inputs(&[&first, &second]).expect("joins");
     assert_eq!(joined[0].shape, vec![3, 2]);
     assert_eq!(joined[0].data, TensorData::Fp32(vec![1.0, 1.0, 2.0, 3.0, 4.0, 5.0]));

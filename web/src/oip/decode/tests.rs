@@ -9,7 +9,8 @@ fn json(body: &str) -> Result<Decoded, String> {
 #[test]
 fn flat_and_nested_json_data_decode_alike() {
     let flat = json(r#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"INT32","data":[1,2,3,4]}]}"#).expect("flat");
-    let nested = json(r#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}"#).expect("nested");
+    let nested =
+        json(r#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}"#).expect("nested");
     assert_eq!(flat.request.inputs, nested.request.inputs);
     assert_eq!(flat.request.inputs[0].data, TensorData::Int32(vec![1, 2, 3, 4]));
     assert_eq!(flat.request.priority, 5);
@@ -59,9 +60,18 @@ fn malformed_requests_are_errors_that_say_why() {
         (r#"{"inputs":[{"name":"a","shape":[1],"datatype":"BOOL","data":[1]}]}"#, "BOOL"),
         (r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32"}]}"#, "no data"),
         (r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":["x"]}]}"#, "FP32"),
-        (r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}],"parameters":{"priority":11}}"#, "priority"),
-        (r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}],"parameters":{"device":"tpu"}}"#, "device"),
-        (r#"{"inputs":[{"name":"a","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"datatype":"FP32","data":[1]}]}"#, "dimensions"),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}],"parameters":{"priority":11}}"#,
+            "priority",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}],"parameters":{"device":"tpu"}}"#,
+            "device",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"datatype":"FP32","data":[1]}]}"#,
+            "dimensions",
+        ),
     ];
     for (body, needle) in cases {
         let error = json(body).err().unwrap_or_else(|| panic!("{body} should fail"));
