@@ -79,6 +79,7 @@ async fn health_endpoints_and_json_errors() {
         secret: None,
         seeds: &[],
         ports: free_ports(),
+        models: None,
     });
     let client = reqwest::Client::new();
     let started = tokio::time::Instant::now();

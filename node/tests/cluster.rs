@@ -61,6 +61,7 @@ async fn killed_node_is_detected_within_3s_and_rejoins_with_its_name() {
         secret: Some(&cluster.secret),
         seeds: &[cluster.nodes[0].gossip.clone()],
         ports: free_ports(),
+        models: None,
     };
     let restarted = TestNode::start(&spec);
     let restarted_at = Instant::now();
@@ -95,6 +96,7 @@ async fn node_with_another_secret_is_never_trusted_or_connected() {
         secret: Some(&other_secret),
         seeds: &[cluster.nodes[0].gossip.clone()],
         ports: free_ports(),
+        models: None,
     });
     let first = cluster.nodes[0].url.clone();
     wait_until("the intruder shows up in gossip", Duration::from_secs(5), || async {

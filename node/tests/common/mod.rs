@@ -59,6 +59,8 @@ pub struct NodeSpec<'a> {
     pub secret: Option<&'a Path>,
     pub seeds: &'a [String],
     pub ports: (u16, u16, u16),
+    /// Model registry; `None` uses the bundled one.
+    pub models: Option<&'a Path>,
 }
 
 impl TestNode {
@@ -88,6 +90,9 @@ impl TestNode {
         }
         for seed in spec.seeds {
             command.args(["--seed", seed]);
+        }
+        if let Some(models) = spec.models {
+            command.arg("--models").arg(models);
         }
         let child = command.spawn().expect("gpumesh node starts");
         Self {
@@ -194,6 +199,7 @@ impl TestCluster {
                 secret: Some(&secret),
                 seeds: &seeds,
                 ports: free_ports(),
+                models: None,
             };
             nodes.push(TestNode::start(&spec));
         }
