@@ -21,6 +21,10 @@ const FORM_TIMEOUT_MS: u64 = 30_000;
 const POLL_INTERVAL_MS: u64 = 200;
 /// How long a node gets to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT_MS: u64 = 10_000;
+/// Requests the demo sends once the cluster has formed.
+const BURST_REQUESTS: usize = 64;
+/// The bundled model the burst uses.
+const DEMO_MODEL: &str = "tiny";
 
 /// Flags of `gpumesh demo`.
 #[derive(Args, Debug)]
@@ -149,6 +153,31 @@ async fn wait_formed(nodes: &mut [DemoNode]) -> anyhow::Result<()> {
     }
 }
 
+/// Sends a burst of requests for the bundled model, spread over the nodes,
+/// and prints where they ran.
+async fn burst(nodes: &[DemoNode]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let info = crate::client::model_info(&client, &nodes[0].url, DEMO_MODEL).await?;
+    let prepared = crate::client::random_request(&info, 1, true, serde_json::Map::new(), 1)?;
+    let requests = (0..BURST_REQUESTS).map(|index| {
+        let (client, prepared, url) = (client.clone(), prepared.clone(), nodes[index % nodes.len()].url.clone());
+        tokio::spawn(async move { crate::client::send(&client, &url, DEMO_MODEL, &prepared).await })
+    });
+    let mut ran_on: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut failed = 0;
+    for request in requests.collect::<Vec<_>>() {
+        match request.await {
+            Ok(outcome) if outcome.status == Some(200) => {
+                *ran_on.entry(outcome.node.unwrap_or_else(|| "?".into())).or_default() += 1;
+            }
+            _ => failed += 1,
+        }
+    }
+    let spread: Vec<String> = ran_on.iter().map(|(node, count)| format!("{node}: {count}")).collect();
+    println!("\nsent {BURST_REQUESTS} {DEMO_MODEL} requests: {} ({failed} failed)", spread.join(", "));
+    Ok(())
+}
+
 /// Sends SIGTERM to every node and waits for each to exit; kills the ones
 /// that do not stop in time.
 async fn stop_nodes(nodes: &mut [DemoNode]) {
@@ -198,6 +227,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Err(error) = wait_formed(&mut nodes).await {
         stop_nodes(&mut nodes).await;
         return Err(error);
+    }
+    if let Err(error) = burst(&nodes).await {
+        println!("burst of requests skipped: {error:#}");
     }
     if let Ok(cluster) = fetch_cluster(&reqwest::Client::new(), &nodes[0].url).await {
         print!("\n{}", render(&cluster));

@@ -1,11 +1,15 @@
 //! `gpumesh`: the one binary of a gpumesh cluster.
 //!
-//! Layout: `settings` (flags, env, config file), `node_cmd` (`gpumesh
-//! node`), `demo` (`gpumesh demo`), `status` (`gpumesh status`), `net`
-//! (address checks). Only this crate has `main`, clap, config files,
+//! Layout: `settings` (flags, env, config file), `models` (registry and
+//! ONNX Runtime discovery), `node_cmd` (`gpumesh node`), `demo`, `status`,
+//! `infer_cmd` and `bench` (clients, sharing `client`), `net` (address
+//! checks). Only this crate has `main`, clap, config files,
 //! signal handling and the log subscriber.
 
+mod bench;
+mod client;
 mod demo;
+mod infer_cmd;
 mod models;
 mod net;
 mod node_cmd;
@@ -35,6 +39,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Show the cluster as one node sees it.
     Status(status::StatusArgs),
+    /// Send inference requests and show where they ran.
+    Infer(infer_cmd::InferArgs),
+    /// Load generator: throughput, latency percentiles, per-node counts.
+    Bench(bench::BenchArgs),
     /// Print a new cluster secret for --secret-file.
     Keygen,
 }
@@ -70,6 +78,8 @@ fn main() -> ExitCode {
             Command::Node(args) => node_cmd::run(args.resolve().map_err(node_cmd::usage)?).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Infer(args) => infer_cmd::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Keygen => Ok(()),
         }
     });

@@ -220,6 +220,16 @@ async fn outputs_equal_onnxruntime_over_json_and_binary() {
     assert_close(&f32_from_bytes(&outputs[0].1), &floats(&reference["sum"]), "multi sum over binary");
     let count: Vec<i64> = outputs[1].1.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect();
     assert_eq!(json!(count), reference["count"]);
+
+    // The metrics actor publishes each model's device and measured service
+    // time through gossip.
+    let (client, url) = (&solo.client, &solo.node.url);
+    wait_until("tiny's service time reaches /cluster", Duration::from_secs(5), || async {
+        let view = common::fetch_view(client, url).await?;
+        let tiny = view.nodes.first()?.models.iter().find(|m| m.name == "tiny")?.clone();
+        (tiny.device == "cpu" && tiny.service_ms_per_item > 0.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,11 +362,10 @@ async fn bad_requests_get_json_errors_and_the_node_keeps_serving() {
         assert_eq!(got, status, "{response}");
         assert!(response["error"].as_str().is_some_and(|e| e.contains(needle)), "{needle}: {response}");
     }
-    let huge = vec![b' '; 64 * 1024 * 1024 + 1];
-    let response =
-        solo.client.post(format!("{}/v2/models/tiny/infer", solo.node.url)).body(huge).send().await.expect("sent");
-    assert_eq!(response.status(), 413);
-    assert!(response.json::<Value>().await.expect("JSON error")["error"].is_string());
+    // An oversized body is refused from its Content-Length, before it is read.
+    let (status_line, body) = oversized_request(&solo.node.url, 64 * 1024 * 1024 + 1);
+    assert!(status_line.contains(" 413 "), "{status_line}");
+    assert!(serde_json::from_str::<Value>(&body).expect("JSON error")["error"].is_string(), "{body}");
 
     // slow: one request runs, one waits, the rest find the queue full.
     let body = json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]});
@@ -372,6 +381,35 @@ async fn bad_requests_get_json_errors_and_the_node_keeps_serving() {
     let valid = one(json!([1, 3, 32, 32]), "FP32", json!(vec![0.5; 3 * 32 * 32]));
     let (status, response, _) = solo.infer_json("tiny", &valid).await;
     assert_eq!(status, 200, "the node still serves: {response}");
+}
+
+/// Declares a body of `length` bytes, sends only its first KiB, and returns
+/// the response's status line and body.
+fn oversized_request(url: &str, length: usize) -> (String, String) {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let head = format!(
+        "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    let _ = stream.write_all(&[b' '; 1024]);
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(read) = stream.read(&mut chunk) {
+        if read == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&response);
+        if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
 #[test]
