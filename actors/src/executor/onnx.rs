@@ -86,7 +86,13 @@ fn tensor_meta(name: &str, value_type: &ValueType) -> Result<TensorMeta, String>
 }
 
 fn build_session(environment: &Environment, path: &Path, cuda_device: Option<i32>) -> ort::Result<Session> {
-    let mut builder = Session::builder(environment)?.with_optimization_level(GraphOptimizationLevel::All)?;
+    // ONNX Runtime's default counts physical cores, which a VM may report
+    // as 1 of its 2 vCPUs; one batch runs at a time per model, so give it
+    // every core the process may use.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = Session::builder(environment)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
+        .with_intra_threads(threads)?;
     if let Some(device_id) = cuda_device {
         builder = builder
             .with_execution_providers([ep::CUDA::default().with_device_id(device_id).build().error_on_failure()])?;
