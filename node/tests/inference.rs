@@ -435,3 +435,47 @@ fn missing_onnx_runtime_is_one_sentence_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_and_bench_commands_report_where_requests_ran() {
+    let solo = solo().await;
+    let url = solo.node.url.clone();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_gpumesh")).args(args).output().expect("runs")
+        })
+    };
+    let infer = run(vec![
+        "infer".into(),
+        "--node".into(),
+        url.clone(),
+        "--model".into(),
+        "tiny".into(),
+        "--count".into(),
+        "2".into(),
+    ])
+    .await
+    .expect("joined");
+    let text = String::from_utf8_lossy(&infer.stdout);
+    assert!(infer.status.success(), "{text}{}", String::from_utf8_lossy(&infer.stderr));
+    assert_eq!(text.matches("200 in").count(), 2, "{text}");
+    assert!(text.contains("node=solo device=cpu") && text.contains("logits FP32 [1,10]"), "{text}");
+
+    for extra in [vec!["--concurrency", "4"], vec!["--rate", "100", "--binary"]] {
+        let mut args: Vec<String> =
+            ["bench", "--node", &url, "--model", "tiny", "--duration", "1s", "--json"].map(String::from).into();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let bench = run(args).await.expect("joined");
+        assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+        let report: Value = serde_json::from_slice(&bench.stdout).expect("one JSON object");
+        let requests = report["requests"].as_u64().expect("requests");
+        assert!(requests > 10, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["by_node"]["solo"].as_u64(), Some(requests), "{report}");
+        let latency = &report["latency_ms"];
+        for key in ["p50", "p90", "p99", "max"] {
+            assert!(latency[key].as_f64().is_some_and(|ms| ms > 0.0), "{key}: {report}");
+        }
+        assert!(latency["p50"].as_f64() <= latency["p99"].as_f64(), "{report}");
+    }
+}
