@@ -87,3 +87,26 @@ pub(crate) fn ort_library_candidates() -> Vec<PathBuf> {
     candidates.dedup();
     candidates
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_model_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = dir.path().join("models.toml");
+        std::fs::write(&registry, "[[model]]\nname = \"gone\"\npath = \"gone.onnx\"\n").expect("write");
+        let error = load_registry(&registry).expect_err("missing file").to_string();
+        assert!(error.contains("gone.onnx") && error.contains("not found"), "{error}");
+        std::fs::write(dir.path().join("gone.onnx"), b"x").expect("write");
+        assert_eq!(load_registry(&registry).expect("present").len(), 1);
+    }
+
+    #[test]
+    fn the_bundled_registry_is_found_and_valid() {
+        let path = registry_path(None).expect("bundled registry found from the test's directories");
+        let specs = load_registry(&path).expect("valid");
+        assert!(specs.iter().any(|spec| spec.name == "tiny"));
+    }
+}
