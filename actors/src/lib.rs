@@ -10,6 +10,7 @@
 //! - `links`: the ractor_cluster node server and links to peers.
 //! - `executor`: one actor per model, ONNX Runtime or synthetic, with
 //!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
+//! - `routing`: the routing policies (pure; the router actor comes next).
 //! - pure decision modules: `restart` (backoff), `link_plan` (links),
 //!   `executor::batch` (batching), `executor::validate` (requests).
 //!
@@ -24,6 +25,7 @@ mod metrics;
 mod node;
 pub mod registry;
 pub mod restart;
+pub mod routing;
 mod supervisor;
 pub mod tensor;
 mod view;
