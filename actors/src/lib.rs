@@ -10,7 +10,9 @@
 //! - `links`: the ractor_cluster node server and links to peers.
 //! - `executor`: one actor per model, ONNX Runtime or synthetic, with
 //!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
-//! - `routing`: the routing policies (pure; the router actor comes next).
+//! - `routing`: the routing policies and candidates (pure) and the router
+//!   that runs requests here or forwards them; `forward`: the node-to-node
+//!   endpoint and its wire format.
 //! - pure decision modules: `restart` (backoff), `link_plan` (links),
 //!   `executor::batch` (batching), `executor::validate` (requests).
 //!
@@ -18,6 +20,7 @@
 
 pub mod env;
 pub mod executor;
+pub mod forward;
 pub mod hardware;
 pub mod link_plan;
 mod links;
@@ -31,10 +34,12 @@ pub mod tensor;
 mod view;
 
 pub use env::{Clock, NodeEnv, ProbeFactory, RngFactory, SystemClock};
-pub use executor::{InferError, InferRequest, InferResponse, ModelMetadata, ServedModel, TensorMeta};
+pub use executor::{InferError, InferRequest, InferResponse, MetadataDoc, ModelMetadata, ServedModel, TensorMeta};
 pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use node::{NodeConfig, NodeHandle, start_node};
 pub use registry::{DevicePreference, ModelKind, ModelSpec, RegistryError, parse_registry};
+pub use routing::policy::{DeviceRequirement, Policy, Requirements};
+pub use routing::router::{DecisionRecord, Routed};
 pub use tensor::{DataType, Tensor, TensorData, TensorError};
 
 /// Errors of the actors crate.

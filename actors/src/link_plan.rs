@@ -109,6 +109,7 @@ mod tests {
                 started_unix_ms: 0,
             }),
             load: None,
+            load_seq: 0,
         }
     }
 

@@ -17,13 +17,22 @@ use tokio::task::JoinHandle;
 
 use crate::env::NodeEnv;
 use crate::executor::{ExecutorArgs, InferError, InferRequest, InferResponse, ServedModel, load_models};
+use crate::forward::ForwardArgs;
 use crate::links::LinksArgs;
 use crate::metrics::MetricsArgs;
 use crate::registry::ModelSpec;
 use crate::restart::RestartPolicy;
+use crate::routing::candidates::{LocalModel, candidates, known_anywhere};
+use crate::routing::policy::{Decision, Policy, Requirements, RouteParams};
+use crate::routing::router::{DecisionRecord, MAX_FORWARD_ATTEMPTS, Routed, Router};
 use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::view::ViewArgs;
 use crate::{Error, Result};
+
+/// Estimated cost of sending a request to another node and back.
+const NETWORK_MS: f64 = 0.5;
+/// A peer's load is stale after this many gossip intervals.
+const STALE_AFTER_INTERVALS: u32 = 25;
 
 /// Upper bound on stopping the node's actors at shutdown.
 const SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
@@ -50,6 +59,10 @@ pub struct NodeConfig {
     pub ort_library_candidates: Vec<PathBuf>,
     /// Longest an inference request may wait for its result.
     pub infer_timeout: Duration,
+    /// Routing policy.
+    pub policy: Policy,
+    /// Longest a forwarded request may take before the next node is tried.
+    pub forward_timeout: Duration,
 }
 
 /// A running node.
@@ -65,6 +78,8 @@ pub struct NodeHandle {
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
     models: Arc<Vec<Arc<ServedModel>>>,
     infer_timeout: Duration,
+    router: Router,
+    clock: Arc<dyn crate::env::Clock>,
 }
 
 /// Starts a node: identity from the store, gossip, then the supervised actors.
@@ -132,9 +147,17 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             view_tx,
             interval: refresh_interval,
         },
+        forward: env.cluster_links.then(|| ForwardArgs {
+            node: name.to_string(),
+            models: models.clone(),
+            infer_timeout: config.infer_timeout,
+        }),
         links,
         executors,
     };
+    let stale_after_ms =
+        u64::try_from((config.gossip_interval * STALE_AFTER_INTERVALS).as_millis()).unwrap_or(u64::MAX);
+    let router = Router::new(config.policy, RouteParams { stale_after_ms }, env.fork_rng(), config.forward_timeout);
     let (supervisor, supervisor_task) = match Actor::spawn(None, SupervisorActor, args).await {
         Ok(spawned) => spawned,
         Err(error) => {
@@ -154,6 +177,8 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         supervisor_task: Mutex::new(Some(supervisor_task)),
         models,
         infer_timeout: config.infer_timeout,
+        router,
+        clock: env.clock.clone(),
     })
 }
 
@@ -199,6 +224,91 @@ impl NodeHandle {
         crate::executor::infer(model, request, self.infer_timeout).await
     }
 
+    /// Runs `request` on the node the policy picks: here, or forwarded over
+    /// the node link, trying the next best node when a forward fails.
+    pub async fn route_infer(
+        &self,
+        model: &str,
+        requirements: &Requirements,
+        request: InferRequest,
+    ) -> std::result::Result<Routed, InferError> {
+        let me = self.name.to_string();
+        let mut last_error = None;
+        for attempt in 1..=MAX_FORWARD_ATTEMPTS {
+            let view = self.view();
+            let local = self.model(model).map(|m| LocalModel {
+                device: m.device.clone(),
+                queue_depth: m.stats.queue_depth(),
+                inflight: m.stats.inflight(),
+                service_ms_per_item: m.stats.service_ms_per_item(),
+            });
+            if local.is_none() && !known_anywhere(&view, model) {
+                return Err(InferError::UnknownModel(model.to_string()));
+            }
+            let now = self.clock.now();
+            let list = {
+                let reachability = self.router.reachability.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                candidates(&view, model, local.as_ref(), &reachability, NETWORK_MS, now)
+            };
+            let decision = self.router.decide(model, attempt, &list, requirements, self.clock.unix_ms());
+            let Some(target) = decision.chosen.clone() else {
+                return Err(last_error.unwrap_or_else(|| InferError::Unavailable(no_node_can(model, &decision))));
+            };
+            if target == me {
+                let result = self.infer(model, request).await;
+                self.router.finished(&me);
+                return result.map(|response| Routed { response, node: me.clone(), route: vec![me] });
+            }
+            match self.router.forward(&me, &target, model, request.clone()).await {
+                Ok((node, response)) => {
+                    self.router.finished(&target);
+                    return Ok(Routed { response, route: vec![me, node.clone()], node });
+                }
+                Err(error @ InferError::BadRequest(_)) => {
+                    self.router.finished(&target);
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::warn!(model, target = %target, attempt, %error, "forward failed; trying the next best node");
+                    self.router.failed(&target, &error, self.clock.now());
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| InferError::Unavailable(format!("no node could serve model {model}"))))
+    }
+
+    /// Metadata of `model`: from this node when it serves it, else from a
+    /// live trusted node whose gossip lists it.
+    pub async fn model_metadata(&self, model: &str) -> Option<crate::executor::MetadataDoc> {
+        if let Some(served) = self.model(model) {
+            return Some(served.metadata_doc(self.name.as_str()));
+        }
+        let view = self.view();
+        let holders = view.members.iter().filter(|m| {
+            !m.is_self
+                && m.trusted
+                && m.status != gpumesh_membership::MemberStatus::Dead
+                && m.load.as_ref().is_some_and(|load| load.models.iter().any(|lm| lm.name == model))
+        });
+        for holder in holders {
+            if let Some(doc) = self.router.remote_metadata(&holder.name, model).await {
+                return Some(doc);
+            }
+        }
+        None
+    }
+
+    /// The most recent routing decisions, oldest first.
+    pub fn decisions(&self) -> Vec<DecisionRecord> {
+        self.router.decisions()
+    }
+
+    /// The routing policy in use.
+    pub fn policy(&self) -> Policy {
+        self.router.policy
+    }
+
     /// True once the node has published a draining state.
     pub async fn is_draining(&self) -> bool {
         self.info.lock().await.draining
@@ -228,4 +338,10 @@ impl NodeHandle {
         }
         tracing::info!(node = %self.name, "node stopped");
     }
+}
+
+fn no_node_can(model: &str, decision: &Decision) -> String {
+    let reasons: Vec<String> =
+        decision.candidates.iter().filter_map(|c| c.excluded.map(|reason| format!("{}: {reason}", c.node))).collect();
+    format!("no node can serve model {model} now ({})", reasons.join(", "))
 }

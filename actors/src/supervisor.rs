@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 
 use crate::env::Clock;
 use crate::executor::{ExecutorActor, ExecutorArgs};
+use crate::forward::{ForwardActor, ForwardArgs};
 use crate::links::{LinksActor, LinksArgs};
 use crate::metrics::{MetricsActor, MetricsArgs};
 use crate::restart::{RestartPolicy, RestartState};
@@ -22,6 +23,8 @@ pub(crate) enum ChildKind {
     Links,
     /// The executor of the model at this index of `executors`.
     Executor(usize),
+    /// The endpoint for requests forwarded here.
+    Forward,
 }
 
 impl ChildKind {
@@ -31,6 +34,7 @@ impl ChildKind {
             Self::View => "view",
             Self::Links => "links",
             Self::Executor(_) => "executor",
+            Self::Forward => "forward",
         }
     }
 }
@@ -45,6 +49,8 @@ pub(crate) struct SupervisorArgs {
     /// `None` runs the node without node-to-node links.
     pub(crate) links: Option<LinksArgs>,
     pub(crate) executors: Vec<ExecutorArgs>,
+    /// `None` runs the node without accepting forwarded requests.
+    pub(crate) forward: Option<ForwardArgs>,
 }
 
 /// Supervises the node's actors.
@@ -84,6 +90,9 @@ impl Actor for SupervisorActor {
         kinds.extend([ChildKind::View, ChildKind::Metrics]);
         if state.args.links.is_some() {
             kinds.push(ChildKind::Links);
+        }
+        if state.args.forward.is_some() {
+            kinds.push(ChildKind::Forward);
         }
         for kind in kinds {
             // A child that cannot start at all (a port taken) fails the node's start.
@@ -167,6 +176,10 @@ async fn start_child(
         ChildKind::Links => {
             let Some(args) = state.args.links.clone() else { return Ok(()) };
             Actor::spawn_linked(None, LinksActor, args, supervisor).await?.0.get_cell()
+        }
+        ChildKind::Forward => {
+            let Some(args) = state.args.forward.clone() else { return Ok(()) };
+            Actor::spawn_linked(None, ForwardActor, args, supervisor).await?.0.get_cell()
         }
         ChildKind::Executor(index) => {
             let Some(args) = state.args.executors.get(index).cloned() else { return Ok(()) };

@@ -55,6 +55,8 @@ async fn crashed_metrics_actor_is_restarted_with_growing_backoff() {
         models: Vec::new(),
         ort_library_candidates: Vec::new(),
         infer_timeout: Duration::from_secs(5),
+        policy: gpumesh_actors::Policy::Eta,
+        forward_timeout: Duration::from_secs(10),
     };
     let node = start_node(config, env).await.expect("node starts");
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -84,6 +84,7 @@ mod tests {
             is_self: false,
             info: None,
             load: None,
+            load_seq: 0,
         }
     }
 

@@ -68,6 +68,9 @@ pub struct Member {
     pub info: Option<NodeInfo>,
     /// Verified load; `None` unless trusted and published.
     pub load: Option<LoadSummary>,
+    /// Sequence number of the verified load; it changes with every new
+    /// load report.
+    pub load_seq: u64,
 }
 
 impl Member {
@@ -182,6 +185,7 @@ fn typed_member(
     let info_ok = matches!(info, Verdict::Valid(_));
     let load_ok = !matches!(load, Verdict::Invalid);
     let trusted = info_ok && load_ok;
+    let load_seq = seen.load.as_ref().filter(|_| trusted).map_or(0, |accepted| accepted.seq);
     Member {
         name: raw.name,
         generation: raw.generation,
@@ -192,6 +196,7 @@ fn typed_member(
         is_self,
         info: if trusted { info.into_value() } else { None },
         load: if trusted { load.into_value() } else { None },
+        load_seq,
     }
 }
 

@@ -14,6 +14,8 @@ use crate::settings::NodeSettings;
 const METRICS_INTERVAL_MS: u64 = 1_000;
 /// Longest an inference request waits for its result.
 const INFER_TIMEOUT_MS: u64 = 30_000;
+/// Longest a forwarded request may take before the next node is tried.
+const FORWARD_TIMEOUT_MS: u64 = 10_000;
 /// Gossip rounds to wait after publishing draining, so peers see it
 /// before the node goes away.
 const DRAIN_GOSSIP_ROUNDS: u32 = 3;
@@ -71,6 +73,8 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         models: settings.models.clone(),
         ort_library_candidates: crate::models::ort_library_candidates(),
         infer_timeout: Duration::from_millis(INFER_TIMEOUT_MS),
+        policy: settings.policy,
+        forward_timeout: Duration::from_millis(FORWARD_TIMEOUT_MS),
     };
     if settings.secret.is_none() {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");

@@ -51,6 +51,9 @@ pub(crate) struct NodeArgs {
     /// Model registry file [default: the bundled models/models.toml].
     #[arg(long, env = "GPUMESH_MODELS", value_name = "FILE")]
     pub(crate) models: Option<PathBuf>,
+    /// Routing policy: eta, least-queue, round-robin, random or weighted-score [default: eta].
+    #[arg(long, env = "GPUMESH_POLICY")]
+    pub(crate) policy: Option<String>,
     /// Gossip period in milliseconds; failure detection is tuned with it [default: 200].
     #[arg(long, env = "GPUMESH_GOSSIP_INTERVAL_MS", value_name = "MS")]
     pub(crate) gossip_interval_ms: Option<u64>,
@@ -71,6 +74,7 @@ struct FileConfig {
     models: Option<PathBuf>,
     secret_file: Option<PathBuf>,
     gossip_interval_ms: Option<u64>,
+    policy: Option<String>,
 }
 
 /// Validated settings of one node.
@@ -86,6 +90,7 @@ pub(crate) struct NodeSettings {
     pub(crate) secret: Option<ClusterSecret>,
     pub(crate) gossip_interval: Duration,
     pub(crate) models: Vec<gpumesh_actors::ModelSpec>,
+    pub(crate) policy: gpumesh_actors::Policy,
 }
 
 impl NodeArgs {
@@ -126,6 +131,10 @@ impl NodeArgs {
             bail!("--gossip-interval-ms {gossip_interval_ms} is out of range: use 10 to 60000");
         }
         let secret = self.secret_file.or(file.secret_file).map(|path| read_secret(&path)).transpose()?;
+        let policy = match self.policy.or(file.policy) {
+            Some(text) => text.parse().map_err(|error: String| anyhow::anyhow!("--policy: {error}"))?,
+            None => gpumesh_actors::Policy::Eta,
+        };
         let models = match crate::models::registry_path(self.models.or(file.models).as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
             None => {
@@ -146,6 +155,7 @@ impl NodeArgs {
             secret,
             gossip_interval: Duration::from_millis(gossip_interval_ms),
             models,
+            policy,
         })
     }
 }

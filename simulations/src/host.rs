@@ -134,6 +134,8 @@ impl HostSetup {
             models: Vec::new(),
             ort_library_candidates: Vec::new(),
             infer_timeout: Duration::from_secs(30),
+            policy: gpumesh_actors::Policy::Eta,
+            forward_timeout: Duration::from_secs(10),
         };
         let node = start_node(config, self.env(ip)).await?;
         let observed = Observed { generation: node.generation(), view: node.subscribe_view() };

@@ -111,3 +111,35 @@ pub fn cluster_response(view: &ClusterView, connected: &BTreeSet<String>) -> Clu
 pub(crate) async fn get_cluster(State(state): State<AppState>) -> Json<ClusterResponse> {
     Json(cluster_response(&state.node.view(), &state.node.connected()))
 }
+
+/// `GET /cluster/decisions`: the most recent routing decisions with every
+/// candidate, its score and why it was left out.
+pub(crate) async fn get_decisions(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let decisions: Vec<serde_json::Value> = state
+        .node
+        .decisions()
+        .iter()
+        .rev()
+        .map(|record| {
+            let candidates: Vec<serde_json::Value> = record
+                .decision
+                .candidates
+                .iter()
+                .map(|c| serde_json::json!({ "node": c.node, "score": c.score, "excluded": c.excluded }))
+                .collect();
+            serde_json::json!({
+                "unix_ms": record.unix_ms,
+                "model": record.model,
+                "attempt": record.attempt,
+                "policy": record.decision.policy.as_str(),
+                "chosen": record.decision.chosen,
+                "candidates": candidates,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "self": state.node.name().as_str(),
+        "policy": state.node.policy().as_str(),
+        "decisions": decisions,
+    }))
+}

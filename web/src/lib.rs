@@ -1,7 +1,8 @@
 //! The HTTP face of a gpumesh node (axum).
 //!
 //! Layout:
-//! - `cluster`: `GET /cluster`, the typed view as the JSON of SPEC section 4.
+//! - `cluster`: `GET /cluster`, the typed view as the JSON of SPEC section 4,
+//!   and `GET /cluster/decisions`, the recent routing decisions.
 //! - `health`: `GET /v2/health/live` and `/v2/health/ready`.
 //! - `oip`: the Open Inference Protocol v2 endpoints (metadata, infer).
 //! - `page`: `GET /`, the status page.
@@ -38,6 +39,7 @@ pub fn router(node: Arc<NodeHandle>) -> Router {
     Router::new()
         .route("/", get(page::status_page))
         .route("/cluster", get(cluster::get_cluster))
+        .route("/cluster/decisions", get(cluster::get_decisions))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
         .route("/v2", get(oip::server_metadata))

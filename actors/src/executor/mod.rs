@@ -26,6 +26,57 @@ pub use runner::Runner;
 use crate::registry::ModelSpec;
 use crate::tensor::{DataType, Tensor};
 
+/// A model's metadata as OIP v2 `GET /v2/models/{model}` shows it; also
+/// what a node answers when a peer asks about one of its models.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetadataDoc {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorDoc>,
+    pub outputs: Vec<TensorDoc>,
+    pub parameters: MetadataParameters,
+}
+
+/// One input or output in [`MetadataDoc`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TensorDoc {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+}
+
+/// gpumesh's additions to the OIP model metadata.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetadataParameters {
+    pub gpumesh_device: String,
+    pub gpumesh_node: String,
+    pub max_batch_size: usize,
+}
+
+impl ServedModel {
+    /// The model's metadata document, as served by `node`.
+    pub fn metadata_doc(&self, node: &str) -> MetadataDoc {
+        let doc = |t: &TensorMeta| TensorDoc {
+            name: t.name.clone(),
+            datatype: t.datatype.as_str().into(),
+            shape: t.shape.clone(),
+        };
+        MetadataDoc {
+            name: self.spec.name.clone(),
+            versions: vec!["1".into()],
+            platform: self.metadata.platform.into(),
+            inputs: self.metadata.inputs.iter().map(doc).collect(),
+            outputs: self.metadata.outputs.iter().map(doc).collect(),
+            parameters: MetadataParameters {
+                gpumesh_device: self.device.clone(),
+                gpumesh_node: node.to_string(),
+                max_batch_size: self.spec.batch.max_batch_size,
+            },
+        }
+    }
+}
+
 /// Name, datatype and shape (-1 for a dynamic dimension) of a model input
 /// or output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +97,7 @@ pub struct ModelMetadata {
 }
 
 /// One inference request for one model.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct InferRequest {
     pub inputs: Vec<Tensor>,
     /// Outputs to return; empty returns every output.
@@ -56,7 +107,7 @@ pub struct InferRequest {
 }
 
 /// The result of one request, with where and how it ran.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct InferResponse {
     pub outputs: Vec<Tensor>,
     /// The execution provider that ran it: `cuda:N`, `cpu` or `synthetic`.
@@ -72,7 +123,7 @@ pub struct InferResponse {
 pub enum InferError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("unknown model {0:?}: GET /v2/models lists none, see GET /cluster for the models each node serves")]
+    #[error("unknown model {0:?}: no node of the cluster serves it; GET /cluster lists the models each node serves")]
     UnknownModel(String),
     #[error("model {model} has {queued} requests queued, its limit; retry after {retry_after_ms} ms")]
     QueueFull { model: String, queued: usize, retry_after_ms: u64 },

@@ -1,7 +1,9 @@
-//! Routing (pure): which node runs a request, under the policies of SPEC
-//! section 6. The router actor (next) feeds it the gossiped view and its own
-//! record of recent sends; the simulator drives it directly.
+//! Routing: which node runs a request (SPEC section 6).
 //!
-//! - `policy`: the policies and the decision with its scored candidates.
+//! - `policy`: the policies and the explainable decision (pure).
+//! - `candidates`: candidates from the gossiped view, reachability (pure).
+//! - `router`: deciding, running here or forwarding, retrying.
 
+pub mod candidates;
 pub mod policy;
+pub mod router;

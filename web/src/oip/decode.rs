@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use gpumesh_actors::{DataType, InferRequest, Tensor, TensorData, tensor::element_count};
+use gpumesh_actors::{
+    DataType, DeviceRequirement, InferRequest, Requirements, Tensor, TensorData, tensor::element_count,
+};
 use half::f16;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -52,14 +54,6 @@ struct OutputHeader {
     parameters: Map<String, Value>,
 }
 
-/// Placement requirements of a request (used by routing).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Requirements {
-    pub(crate) device: Option<String>,
-    pub(crate) min_free_vram_mb: Option<u64>,
-    pub(crate) gpu_type: Option<String>,
-}
-
 /// Which outputs go back as binary.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct BinaryOutputs {
@@ -78,7 +72,6 @@ pub(crate) struct Decoded {
     pub(crate) id: Option<String>,
     pub(crate) request: InferRequest,
     pub(crate) binary_outputs: BinaryOutputs,
-    #[allow(dead_code, reason = "routing (the next issue) reads the requirements")]
     pub(crate) requirements: Requirements,
 }
 
@@ -133,14 +126,15 @@ fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool
             .and_then(|p| u8::try_from(p).ok())
             .ok_or("parameter priority must be an integer from 0 to 10")?,
     };
-    let device = match parameters.get("device") {
-        None => None,
-        Some(Value::String(device)) if matches!(device.as_str(), "gpu" | "cpu" | "any") => Some(device.clone()),
+    let device = match parameters.get("device").map(|v| v.as_str()) {
+        None | Some(Some("any")) => DeviceRequirement::Any,
+        Some(Some("gpu")) => DeviceRequirement::Gpu,
+        Some(Some("cpu")) => DeviceRequirement::Cpu,
         Some(_) => return Err("parameter device must be \"gpu\", \"cpu\" or \"any\"".into()),
     };
     let min_free_vram_mb = match parameters.get("min_free_vram_mb") {
-        None => None,
-        Some(value) => Some(value.as_u64().ok_or("parameter min_free_vram_mb must be a non-negative integer")?),
+        None => 0,
+        Some(value) => value.as_u64().ok_or("parameter min_free_vram_mb must be a non-negative integer")?,
     };
     let gpu_type = match parameters.get("gpu_type") {
         None => None,
@@ -152,7 +146,7 @@ fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool
         Some(Value::Bool(flag)) => *flag,
         Some(_) => return Err("parameter binary_data_output must be true or false".into()),
     };
-    Ok((priority, Requirements { device, min_free_vram_mb, gpu_type }, binary))
+    Ok((priority, Requirements { device, min_free_vram_mb, gpu_type, priority }, binary))
 }
 
 fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8]) -> Result<Tensor, String> {

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gpumesh_actors::{InferError, ServedModel, TensorMeta};
+use gpumesh_actors::InferError;
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
@@ -19,16 +19,8 @@ use encode::{Provenance, encode};
 /// Bodies larger than this are decoded on a blocking thread.
 const DECODE_INLINE_MAX_BYTES: usize = 256 * 1024;
 
-fn tensor_json(meta: &TensorMeta) -> Value {
-    json!({ "name": meta.name, "datatype": meta.datatype.as_str(), "shape": meta.shape })
-}
-
 fn unknown_model(name: &str) -> ApiError {
     ApiError::from(InferError::UnknownModel(name.to_string()))
-}
-
-fn served<'a>(state: &'a AppState, name: &str) -> Result<&'a std::sync::Arc<ServedModel>, ApiError> {
-    state.node.model(name).ok_or_else(|| unknown_model(name))
 }
 
 impl From<InferError> for ApiError {
@@ -57,35 +49,29 @@ pub(crate) async fn server_metadata() -> Json<Value> {
     }))
 }
 
-/// `GET /v2/models/{model}`: inputs and outputs with names, datatypes and shapes.
+/// `GET /v2/models/{model}`: inputs and outputs with names, datatypes and
+/// shapes, for a model served here or by any live node of the cluster.
 pub(crate) async fn model_metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = served(&state, &name)?;
-    Ok(Json(json!({
-        "name": model.spec.name,
-        "versions": ["1"],
-        "platform": model.metadata.platform,
-        "inputs": model.metadata.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
-        "outputs": model.metadata.outputs.iter().map(tensor_json).collect::<Vec<_>>(),
-        "parameters": {
-            "gpumesh_device": model.device,
-            "max_batch_size": model.spec.batch.max_batch_size,
-        },
-    })))
+    let doc = state.node.model_metadata(&name).await.ok_or_else(|| unknown_model(&name))?;
+    Ok(Json(serde_json::to_value(doc).unwrap_or(Value::Null)))
 }
 
-/// `GET /v2/models/{model}/ready`.
+/// `GET /v2/models/{model}/ready`: served here and running, or served by a
+/// live node of the cluster.
 pub(crate) async fn model_ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = served(&state, &name)?;
-    if model.executor_running() {
-        Ok(Json(json!({ "name": name, "ready": true })))
-    } else {
-        Err(ApiError::from(InferError::Unavailable(format!("model {name} is restarting; retry in a moment"))))
+    match state.node.model(&name) {
+        Some(model) if model.executor_running() => Ok(Json(json!({ "name": name, "ready": true }))),
+        Some(_) => {
+            Err(ApiError::from(InferError::Unavailable(format!("model {name} is restarting; retry in a moment"))))
+        }
+        None if state.node.model_metadata(&name).await.is_some() => Ok(Json(json!({ "name": name, "ready": true }))),
+        None => Err(unknown_model(&name)),
     }
 }
 
@@ -110,7 +96,6 @@ pub(crate) async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    served(&state, &name)?;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
@@ -126,10 +111,10 @@ pub(crate) async fn infer(
         decode(&bytes, header_len)
     }
     .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
-    let response = state.node.infer(&name, decoded.request).await?;
-    let node = state.node.name().to_string();
-    let provenance = Provenance { node: &node, route: &node };
-    let (headers, body) = encode(&name, decoded.id.as_deref(), &response, &provenance, &decoded.binary_outputs)
+    let routed = state.node.route_infer(&name, &decoded.requirements, decoded.request).await?;
+    let route = routed.route.join(">");
+    let provenance = Provenance { node: &routed.node, route: &route };
+    let (headers, body) = encode(&name, decoded.id.as_deref(), &routed.response, &provenance, &decoded.binary_outputs)
         .map_err(|error| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response failed: {error}"))
         })?;

@@ -1,0 +1,148 @@
+//! The router: decides with the policy, then runs the request here or
+//! forwards it over the node link, retrying on the next best node.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use rand::rngs::StdRng;
+use tokio::time::Instant;
+
+use crate::executor::{InferError, InferRequest, InferResponse};
+use crate::forward::{ForwardMsg, ForwardReply, ForwardRequest, group_of};
+use crate::routing::candidates::Reachability;
+use crate::routing::policy::{Candidate, Decision, Policy, Requirements, RouteParams, RouterState, decide};
+
+/// Most nodes one request is tried on.
+pub const MAX_FORWARD_ATTEMPTS: usize = 3;
+/// Decisions kept for `/cluster/decisions`.
+pub const DECISIONS_KEPT: usize = 100;
+/// How long a node that failed a forward is skipped.
+const UNREACHABLE_COOLDOWN: Duration = Duration::from_secs(3);
+/// How long a node whose queue was full is skipped.
+const QUEUE_FULL_COOLDOWN: Duration = Duration::from_millis(200);
+
+/// A decision as `/cluster/decisions` shows it.
+#[derive(Clone, Debug)]
+pub struct DecisionRecord {
+    pub unix_ms: u64,
+    pub model: String,
+    pub attempt: usize,
+    pub decision: Decision,
+}
+
+/// Where a request ran.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    pub response: InferResponse,
+    /// The node that executed it.
+    pub node: String,
+    /// Node names hop by hop, this node first.
+    pub route: Vec<String>,
+}
+
+/// Routing state of one node.
+pub struct Router {
+    pub(crate) policy: Policy,
+    params: RouteParams,
+    state: Mutex<RouterState>,
+    rng: Mutex<StdRng>,
+    pub(crate) reachability: Mutex<Reachability>,
+    decisions: Mutex<VecDeque<DecisionRecord>>,
+    pub(crate) forward_timeout: Duration,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Router {
+    pub(crate) fn new(policy: Policy, params: RouteParams, rng: StdRng, forward_timeout: Duration) -> Self {
+        Self {
+            policy,
+            params,
+            state: Mutex::default(),
+            rng: Mutex::new(rng),
+            reachability: Mutex::default(),
+            decisions: Mutex::default(),
+            forward_timeout,
+        }
+    }
+
+    pub(crate) fn decide(
+        &self,
+        model: &str,
+        attempt: usize,
+        candidates: &[Candidate],
+        requirements: &Requirements,
+        unix_ms: u64,
+    ) -> Decision {
+        let decision =
+            decide(self.policy, candidates, requirements, self.params, &mut lock(&self.state), &mut *lock(&self.rng));
+        let mut decisions = lock(&self.decisions);
+        if decisions.len() >= DECISIONS_KEPT {
+            decisions.pop_front();
+        }
+        decisions.push_back(DecisionRecord { unix_ms, model: model.to_string(), attempt, decision: decision.clone() });
+        decision
+    }
+
+    pub(crate) fn finished(&self, node: &str) {
+        lock(&self.state).record_done(node);
+    }
+
+    pub(crate) fn failed(&self, node: &str, error: &InferError, now: Instant) {
+        let cooldown = match error {
+            InferError::QueueFull { .. } => QUEUE_FULL_COOLDOWN,
+            _ => UNREACHABLE_COOLDOWN,
+        };
+        lock(&self.reachability).mark_unreachable(node, now + cooldown);
+        self.finished(node);
+    }
+
+    /// The most recent decisions, oldest first.
+    pub fn decisions(&self) -> Vec<DecisionRecord> {
+        lock(&self.decisions).iter().cloned().collect()
+    }
+
+    fn endpoint(target: &str) -> Option<ActorRef<ForwardMsg>> {
+        let cell = ractor::pg::get_members(&group_of(target)).into_iter().find(|cell| !cell.get_id().is_local())?;
+        Some(cell.into())
+    }
+
+    /// Asks `target` for the metadata of `model`.
+    pub(crate) async fn remote_metadata(&self, target: &str, model: &str) -> Option<crate::executor::MetadataDoc> {
+        let endpoint = Self::endpoint(target)?;
+        match endpoint.call(|reply| ForwardMsg::Metadata(model.to_string(), reply), Some(self.forward_timeout)).await {
+            Ok(CallResult::Success(json)) => serde_json::from_str(&json).ok(),
+            _ => None,
+        }
+    }
+
+    /// Sends `request` to `target`'s forward endpoint.
+    pub(crate) async fn forward(
+        &self,
+        from: &str,
+        target: &str,
+        model: &str,
+        request: InferRequest,
+    ) -> Result<(String, InferResponse), InferError> {
+        let Some(endpoint) = Self::endpoint(target) else {
+            return Err(InferError::Unavailable(format!("no link to node {target} yet")));
+        };
+        let payload = ForwardRequest::Valid { model: model.to_string(), route: vec![from.to_string()], request };
+        let timeout_ms = self.forward_timeout.as_millis();
+        match endpoint.call(|reply| ForwardMsg::Infer(payload, reply), Some(self.forward_timeout)).await {
+            Ok(CallResult::Success(ForwardReply::Done { node, response })) => Ok((node, response)),
+            Ok(CallResult::Success(ForwardReply::Refused(error))) => Err(error),
+            Ok(CallResult::Timeout) => {
+                Err(InferError::Unavailable(format!("node {target} did not answer within {timeout_ms} ms")))
+            }
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err(InferError::Unavailable(format!("the link to node {target} failed")))
+            }
+        }
+    }
+}
