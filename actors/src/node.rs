@@ -252,7 +252,11 @@ impl NodeHandle {
             };
             let decision = self.router.decide(model, attempt, &list, requirements, self.clock.unix_ms());
             let Some(target) = decision.chosen.clone() else {
-                return Err(last_error.unwrap_or_else(|| InferError::Unavailable(no_node_can(model, &decision))));
+                let mut message = no_node_can(model, &decision);
+                if let Some(error) = &last_error {
+                    message.push_str(&format!("; last try: {error}"));
+                }
+                return Err(InferError::Unavailable(message));
             };
             if target == me {
                 let result = self.infer(model, request).await;

@@ -21,6 +21,9 @@ pub const MAX_FORWARD_ATTEMPTS: usize = 3;
 pub const DECISIONS_KEPT: usize = 100;
 /// How long a node that failed a forward is skipped.
 const UNREACHABLE_COOLDOWN: Duration = Duration::from_secs(3);
+/// Longest wait for a linked peer's forward endpoint to appear.
+const ENDPOINT_WAIT: Duration = Duration::from_millis(500);
+const ENDPOINT_POLL: Duration = Duration::from_millis(10);
 /// How long a node whose queue was full is skipped.
 const QUEUE_FULL_COOLDOWN: Duration = Duration::from_millis(200);
 
@@ -107,14 +110,29 @@ impl Router {
         lock(&self.decisions).iter().cloned().collect()
     }
 
-    fn endpoint(target: &str) -> Option<ActorRef<ForwardMsg>> {
+    fn endpoint_now(target: &str) -> Option<ActorRef<ForwardMsg>> {
         let cell = ractor::pg::get_members(&group_of(target)).into_iter().find(|cell| !cell.get_id().is_local())?;
         Some(cell.into())
     }
 
+    /// `target`'s forward endpoint. Process groups sync just after a link
+    /// comes up, so a freshly linked peer gets a short, bounded wait.
+    async fn endpoint(target: &str) -> Option<ActorRef<ForwardMsg>> {
+        let deadline = Instant::now() + ENDPOINT_WAIT;
+        loop {
+            if let Some(endpoint) = Self::endpoint_now(target) {
+                return Some(endpoint);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(ENDPOINT_POLL).await;
+        }
+    }
+
     /// Asks `target` for the metadata of `model`.
     pub(crate) async fn remote_metadata(&self, target: &str, model: &str) -> Option<crate::executor::MetadataDoc> {
-        let endpoint = Self::endpoint(target)?;
+        let endpoint = Self::endpoint(target).await?;
         match endpoint.call(|reply| ForwardMsg::Metadata(model.to_string(), reply), Some(self.forward_timeout)).await {
             Ok(CallResult::Success(json)) => serde_json::from_str(&json).ok(),
             _ => None,
@@ -129,7 +147,7 @@ impl Router {
         model: &str,
         request: InferRequest,
     ) -> Result<(String, InferResponse), InferError> {
-        let Some(endpoint) = Self::endpoint(target) else {
+        let Some(endpoint) = Self::endpoint(target).await else {
             return Err(InferError::Unavailable(format!("no link to node {target} yet")));
         };
         let payload = ForwardRequest::Valid { model: model.to_string(), route: vec![from.to_string()], request };
