@@ -10,8 +10,10 @@ use tokio::sync::oneshot;
 use crate::net::{advertised, bind_http, check_tcp, check_udp};
 use crate::settings::NodeSettings;
 
-/// How often hardware is sampled and load published.
-const METRICS_INTERVAL_MS: u64 = 1_000;
+/// Load is published at most this often; routing decisions read it, so it
+/// follows the gossip interval down to this floor (sysinfo needs 200 ms
+/// between CPU readings).
+const METRICS_INTERVAL_MIN_MS: u64 = 200;
 /// Longest an inference request waits for its result.
 const INFER_TIMEOUT_MS: u64 = 30_000;
 /// Longest a forwarded request may take before the next node is tried.
@@ -68,7 +70,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         cluster_advertise: advertised(host, settings.cluster_listen).map_err(usage)?,
         seeds: settings.seeds.clone(),
         gossip_interval: settings.gossip_interval,
-        metrics_interval: Duration::from_millis(METRICS_INTERVAL_MS),
+        metrics_interval: settings.gossip_interval.max(Duration::from_millis(METRICS_INTERVAL_MIN_MS)),
         secret: settings.secret.clone().unwrap_or_else(gpumesh_membership::ClusterSecret::open_cluster),
         models: settings.models.clone(),
         ort_library_candidates: crate::models::ort_library_candidates(),

@@ -3,13 +3,14 @@
 //! A decision first filters (alive, trusted, not draining, reachable, model
 //! loaded, requirements met, gossip fresh enough), then ranks what is left:
 //!
-//! - `eta`: lowest estimated completion time: (queued, in flight and sent
-//!   here since the target's last load update, plus one) times service time
-//!   per item, plus network cost. Power-of-two choices among near-ties, so
+//! - `eta`: lowest estimated completion time: (requests ahead, plus one)
+//!   times service time per item, plus network cost. Requests ahead are the
+//!   target's last load report corrected by what this node sent there and
+//!   saw finish since, and at least what it still has outstanding there. Power-of-two choices among near-ties, so
 //!   nodes reading the same stale gossip do not all pick the same target;
 //!   local when local is best; priority 8-10 takes the lowest estimate
 //!   without randomisation.
-//! - `least-queue`: fewest queued + in flight (+ sent since update).
+//! - `least-queue`: fewest requests ahead (as above).
 //! - `round-robin`, `random`.
 //! - `weighted-score`: the seed design's `VRAM_free*100 - queue*10 -
 //!   latency*10 - util*50`, weighted random.
@@ -146,32 +147,53 @@ pub struct RouteParams {
 /// What this node remembers between decisions.
 #[derive(Debug, Default)]
 pub struct RouterState {
-    /// Requests sent to each node since its gossiped load last changed.
-    sent: HashMap<String, (u64, u32)>,
+    /// Per node: the load report (sequence number) the correction applies
+    /// to, and requests sent there minus requests finished there since it.
+    since_report: HashMap<String, (u64, i64)>,
+    /// Per node: requests sent there that have not finished.
+    outstanding: HashMap<String, u32>,
     next_round_robin: usize,
 }
 
 impl RouterState {
-    fn sent_since_update(&self, candidate: &Candidate) -> u32 {
-        match self.sent.get(&candidate.node) {
-            Some((seq, count)) if *seq == candidate.load_seq => *count,
+    /// Requests ahead at `candidate` by this node's reckoning: its last
+    /// load report corrected by what this node sent and saw finish since,
+    /// and never less than what this node still has outstanding there.
+    fn ahead(&self, candidate: &Candidate) -> f64 {
+        let reported = i64::from(candidate.queue_depth) + i64::from(candidate.inflight);
+        let correction = match self.since_report.get(&candidate.node) {
+            Some((seq, delta)) if *seq == candidate.load_seq => *delta,
             _ => 0,
+        };
+        let outstanding = i64::from(self.outstanding.get(&candidate.node).copied().unwrap_or(0));
+        (reported + correction).max(outstanding).max(0) as f64
+    }
+
+    /// Starts a new correction when `candidate` has sent a new load report,
+    /// so what finishes from now on counts against the report in use.
+    fn observe(&mut self, candidate: &Candidate) {
+        let entry = self.since_report.entry(candidate.node.clone()).or_insert((candidate.load_seq, 0));
+        if entry.0 != candidate.load_seq {
+            *entry = (candidate.load_seq, 0);
         }
     }
 
     /// Records that a request went to `candidate`.
     pub fn record_send(&mut self, candidate: &Candidate) {
-        let entry = self.sent.entry(candidate.node.clone()).or_insert((candidate.load_seq, 0));
-        if entry.0 != candidate.load_seq {
-            *entry = (candidate.load_seq, 0);
+        self.observe(candidate);
+        if let Some(entry) = self.since_report.get_mut(&candidate.node) {
+            entry.1 += 1;
         }
-        entry.1 = entry.1.saturating_add(1);
+        *self.outstanding.entry(candidate.node.clone()).or_insert(0) += 1;
     }
 
     /// Records that a request sent to `node` has finished.
     pub fn record_done(&mut self, node: &str) {
-        if let Some(entry) = self.sent.get_mut(node) {
-            entry.1 = entry.1.saturating_sub(1);
+        if let Some(entry) = self.since_report.get_mut(node) {
+            entry.1 -= 1;
+        }
+        if let Some(count) = self.outstanding.get_mut(node) {
+            *count = count.saturating_sub(1);
         }
     }
 }
@@ -230,9 +252,8 @@ fn exclusion(candidate: &Candidate, requirements: &Requirements, params: RoutePa
     None
 }
 
-fn eta_ms(candidate: &Candidate, sent: u32) -> f64 {
+fn eta_ms(candidate: &Candidate, ahead: f64) -> f64 {
     let service = if candidate.service_ms_per_item > 0.0 { candidate.service_ms_per_item } else { UNKNOWN_SERVICE_MS };
-    let ahead = f64::from(candidate.queue_depth) + f64::from(candidate.inflight) + f64::from(sent);
     (ahead + 1.0) * service + candidate.network_ms
 }
 
@@ -257,11 +278,12 @@ pub fn decide(
     let mut scored: Vec<Scored> = Vec::with_capacity(candidates.len());
     let mut eligible: Vec<(usize, f64)> = Vec::new();
     for (index, candidate) in candidates.iter().enumerate() {
+        state.observe(candidate);
         let excluded = exclusion(candidate, requirements, params);
-        let sent = state.sent_since_update(candidate);
+        let ahead = state.ahead(candidate);
         let score = excluded.is_none().then(|| match policy {
-            Policy::Eta => eta_ms(candidate, sent),
-            Policy::LeastQueue => f64::from(candidate.queue_depth) + f64::from(candidate.inflight) + f64::from(sent),
+            Policy::Eta => eta_ms(candidate, ahead),
+            Policy::LeastQueue => ahead,
             Policy::WeightedScore => weighted_score(candidate),
             Policy::RoundRobin | Policy::Random => 0.0,
         });

@@ -164,6 +164,25 @@ fn in_flight_correction_spreads_a_burst_over_stale_gossip() {
 }
 
 #[test]
+fn finished_requests_make_a_stale_busy_report_look_free() {
+    let urgent = Requirements { priority: 9, ..Requirements::default() };
+    let mut state = RouterState::default();
+    let mut rng = StdRng::seed_from_u64(2);
+    // b reported 6 requests ahead; c reported 2 and is twice as slow.
+    let b = Candidate { queue_depth: 6, load_seq: 7, ..node("b") };
+    let c = Candidate { queue_depth: 2, service_ms_per_item: 2.0, ..node("c") };
+    let first = decide(Policy::Eta, &[b.clone(), c.clone()], &urgent, PARAMS, &mut state, &mut rng);
+    assert_eq!(first.chosen.as_deref(), Some("c"), "{first:?}");
+    // Six of b's requests were this node's and have finished since that report.
+    for _ in 0..6 {
+        state.record_done("b");
+    }
+    let second = decide(Policy::Eta, &[b, c], &urgent, PARAMS, &mut state, &mut rng);
+    assert_eq!(second.chosen.as_deref(), Some("b"), "{second:?}");
+    assert_eq!(second.candidates[0].score, Some(1.5));
+}
+
+#[test]
 fn round_robin_cycles_and_least_queue_takes_the_shortest() {
     let candidates = [node("c"), node("a"), Candidate { queue_depth: 3, ..node("b") }];
     let mut state = RouterState::default();
