@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{NodeSpec, TestNode, fetch_view, free_ports, wait_until};
+use common::{TestNode, fetch_view, free_ports, wait_until};
 
 fn gpumesh(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gpumesh")).args(args).env("GPUMESH_LOG", "error").output().expect("runs")
@@ -72,15 +72,7 @@ fn missing_or_world_readable_secret_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints_and_json_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = TestNode::start(&NodeSpec {
-        name: Some("solo"),
-        dir: dir.path(),
-        data_dir_name: "solo",
-        secret: None,
-        seeds: &[],
-        ports: free_ports(),
-        models: None,
-    });
+    let node = TestNode::solo(dir.path(), None);
     let client = reqwest::Client::new();
     let started = tokio::time::Instant::now();
     let url = node.url.clone();

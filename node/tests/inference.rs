@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{NodeSpec, TestNode, free_ports, wait_until};
+use common::{TestNode, free_ports, wait_until};
 use serde_json::{Value, json};
 
 const TOLERANCE: f64 = 1e-5;
@@ -73,15 +73,7 @@ struct Solo {
 async fn solo() -> Solo {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = write_registry(dir.path());
-    let node = TestNode::start(&NodeSpec {
-        name: Some("solo"),
-        dir: dir.path(),
-        data_dir_name: "solo",
-        secret: None,
-        seeds: &[],
-        ports: free_ports(),
-        models: Some(&registry),
-    });
+    let node = TestNode::solo(dir.path(), Some(&registry));
     let client = reqwest::Client::new();
     let url = node.url.clone();
     wait_until("node ready", Duration::from_secs(10), || async {

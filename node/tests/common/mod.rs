@@ -107,6 +107,19 @@ impl TestNode {
         }
     }
 
+    /// A single node called `solo` in an open cluster.
+    pub fn solo(dir: &Path, models: Option<&Path>) -> Self {
+        Self::start(&NodeSpec {
+            name: Some("solo"),
+            dir,
+            data_dir_name: "solo",
+            secret: None,
+            seeds: &[],
+            ports: free_ports(),
+            models,
+        })
+    }
+
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).expect("pid")
     }
