@@ -3,12 +3,15 @@
 //! Layout:
 //! - `node_store`: [`NodeStore`], the sled database in the data directory,
 //!   and the node identity (name and generation) kept in it.
+//! - `jobs`: the job state machine (pure) and the [`JobStore`] with its
+//!   sled implementation.
 //!
-//! Later issues add the job store, the job state machine and the metrics
-//! history here. Depends on no workspace crate; sled is used only here.
+//! The metrics history comes here in a later issue. Depends on no workspace crate; sled is used only here.
 
+pub mod jobs;
 mod node_store;
 
+pub use jobs::{JobStore, SledJobStore};
 pub use node_store::{Identity, NodeStore};
 
 /// Errors of the storage crate.
@@ -26,6 +29,10 @@ pub enum Error {
     Corrupt { what: &'static str },
     #[error("storage failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("job store transaction aborted: {0}")]
+    Transaction(String),
+    #[error("no job {0:?} in this store")]
+    UnknownJob(String),
 }
 
 /// Result alias of the storage crate.

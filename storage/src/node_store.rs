@@ -88,6 +88,11 @@ impl NodeStore {
         Ok(Identity { name, generation, created })
     }
 
+    /// The job store in this database.
+    pub fn jobs(&self) -> Result<crate::SledJobStore> {
+        crate::SledJobStore::open(&self.db)
+    }
+
     /// Flushes everything written so far to disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;

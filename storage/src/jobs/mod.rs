@@ -1,0 +1,10 @@
+//! Durable asynchronous jobs.
+//!
+//! - `state`: the job state machine (pure).
+//! - `store`: the [`JobStore`] trait and its sled implementation.
+
+pub mod state;
+mod store;
+
+pub use state::{JobEvent, JobRecord, JobState, Step, TransitionError, apply, is_monotone};
+pub use store::{Inserted, JobStore, Retention, SledJobStore, StateFilter};

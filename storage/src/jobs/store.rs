@@ -1,0 +1,297 @@
+//! [`JobStore`]: where jobs live, and its sled implementation.
+//!
+//! Layout (one sled tree each): `job_meta` id -> JSON of the record without
+//! its payloads; `job_request` and `job_outputs` id -> raw bytes (tensors
+//! stay binary); `job_by_state` state byte + created ms + id -> (); and
+//! `job_idem` idempotency key -> id. Every change runs in one multi-tree
+//! transaction and is flushed before the call returns: a caller that gets
+//! `Ok` may acknowledge the job.
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::jobs::state::{JobEvent, JobRecord, JobState, Step, TransitionError, apply};
+use crate::{Error, Result};
+
+/// The outcome of inserting a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    New(JobRecord),
+    /// A job with the same idempotency key already existed.
+    Existing(JobRecord),
+}
+
+/// Which jobs to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Accepted, dispatched or running.
+    Active,
+    Completed,
+    Failed,
+}
+
+/// How long finished jobs are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished jobs older than this are dropped.
+    pub max_age_ms: u64,
+    /// Beyond this many finished jobs, the oldest are dropped.
+    pub max_finished: usize,
+}
+
+/// Where jobs live.
+pub trait JobStore: Send + Sync {
+    /// Stores a new job durably, or returns the job already stored under
+    /// its idempotency key.
+    fn insert(&self, job: JobRecord) -> Result<Inserted>;
+    fn get(&self, id: &str) -> Result<Option<JobRecord>>;
+    /// Applies `event` durably; the inner error says why it was refused.
+    fn update(
+        &self,
+        id: &str,
+        event: JobEvent,
+        now_ms: u64,
+        max_attempts: u32,
+    ) -> Result<std::result::Result<JobRecord, TransitionError>>;
+    /// Jobs in `filter`, oldest first, at most `limit`.
+    fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>>;
+    /// Every job not yet completed or failed: what a restarted owner resumes.
+    fn recover(&self) -> Result<Vec<JobRecord>>;
+    /// Drops finished jobs beyond `retention`, oldest first; returns how many.
+    fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    id: String,
+    model: String,
+    state: JobState,
+    attempts: u32,
+    node: Option<String>,
+    created_ms: u64,
+    updated_ms: u64,
+    idempotency_key: Option<String>,
+    error: Option<String>,
+    history: Vec<Step>,
+}
+
+fn state_byte(state: JobState) -> u8 {
+    match state {
+        JobState::Accepted => 0,
+        JobState::Dispatched => 1,
+        JobState::Running => 2,
+        JobState::Completed => 3,
+        JobState::Failed => 4,
+    }
+}
+
+fn index_key(state: JobState, created_ms: u64, id: &str) -> Vec<u8> {
+    let mut key = vec![state_byte(state)];
+    key.extend(created_ms.to_be_bytes());
+    key.extend(id.as_bytes());
+    key
+}
+
+type Abort = ConflictableTransactionError<String>;
+
+fn corrupt(what: &str) -> Abort {
+    ConflictableTransactionError::Abort(format!("stored {what} is unreadable"))
+}
+
+/// The sled job store.
+#[derive(Clone, Debug)]
+pub struct SledJobStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    request: sled::Tree,
+    outputs: sled::Tree,
+    by_state: sled::Tree,
+    idem: sled::Tree,
+}
+
+impl SledJobStore {
+    /// Opens the job trees of a node's database.
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        Ok(Self {
+            db: db.clone(),
+            meta: db.open_tree("job_meta")?,
+            request: db.open_tree("job_request")?,
+            outputs: db.open_tree("job_outputs")?,
+            by_state: db.open_tree("job_by_state")?,
+            idem: db.open_tree("job_idem")?,
+        })
+    }
+
+    fn assemble(&self, meta: Meta) -> Result<JobRecord> {
+        let request = self.request.get(meta.id.as_bytes())?.map(|bytes| bytes.to_vec()).unwrap_or_default();
+        let outputs = self.outputs.get(meta.id.as_bytes())?.map(|bytes| bytes.to_vec());
+        Ok(JobRecord {
+            id: meta.id,
+            model: meta.model,
+            state: meta.state,
+            attempts: meta.attempts,
+            node: meta.node,
+            created_ms: meta.created_ms,
+            updated_ms: meta.updated_ms,
+            idempotency_key: meta.idempotency_key,
+            request,
+            outputs,
+            error: meta.error,
+            history: meta.history,
+        })
+    }
+
+    fn read_meta(bytes: &[u8]) -> Result<Meta> {
+        serde_json::from_slice(bytes).map_err(|_| Error::Corrupt { what: "job record" })
+    }
+
+    fn flushed<T>(&self, result: std::result::Result<T, TransactionError<String>>) -> Result<T> {
+        let value = result.map_err(|error| match error {
+            TransactionError::Abort(reason) => Error::Transaction(reason),
+            TransactionError::Storage(error) => Error::Sled(error),
+        })?;
+        self.db.flush()?;
+        Ok(value)
+    }
+}
+
+fn meta_of(job: &JobRecord) -> Meta {
+    Meta {
+        id: job.id.clone(),
+        model: job.model.clone(),
+        state: job.state,
+        attempts: job.attempts,
+        node: job.node.clone(),
+        created_ms: job.created_ms,
+        updated_ms: job.updated_ms,
+        idempotency_key: job.idempotency_key.clone(),
+        error: job.error.clone(),
+        history: job.history.clone(),
+    }
+}
+
+fn write_meta(tree: &TransactionalTree, job: &JobRecord) -> std::result::Result<(), Abort> {
+    let bytes = serde_json::to_vec(&meta_of(job)).map_err(|_| corrupt("job record"))?;
+    tree.insert(job.id.as_bytes(), bytes)?;
+    Ok(())
+}
+
+impl JobStore for SledJobStore {
+    fn insert(&self, job: JobRecord) -> Result<Inserted> {
+        let trees = (&self.meta, &self.request, &self.by_state, &self.idem);
+        let result = trees.transaction(|(meta, request, by_state, idem)| {
+            if let Some(key) = &job.idempotency_key
+                && let Some(existing) = idem.get(key.as_bytes())?
+            {
+                return Ok(Some(existing.to_vec()));
+            }
+            write_meta(meta, &job)?;
+            request.insert(job.id.as_bytes(), job.request.as_slice())?;
+            by_state.insert(index_key(job.state, job.created_ms, &job.id), &[])?;
+            if let Some(key) = &job.idempotency_key {
+                idem.insert(key.as_bytes(), job.id.as_bytes())?;
+            }
+            Ok(None)
+        });
+        match self.flushed(result)? {
+            None => Ok(Inserted::New(job)),
+            Some(existing_id) => {
+                let id = String::from_utf8(existing_id).map_err(|_| Error::Corrupt { what: "idempotency index" })?;
+                let existing = self.get(&id)?.ok_or(Error::Corrupt { what: "idempotency index" })?;
+                Ok(Inserted::Existing(existing))
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<JobRecord>> {
+        match self.meta.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(self.assemble(Self::read_meta(&bytes)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        event: JobEvent,
+        now_ms: u64,
+        max_attempts: u32,
+    ) -> Result<std::result::Result<JobRecord, TransitionError>> {
+        let Some(current) = self.get(id)? else { return Err(Error::UnknownJob(id.to_string())) };
+        let next = match apply(&current, event, now_ms, max_attempts) {
+            Ok(next) => next,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let trees = (&self.meta, &self.outputs, &self.by_state);
+        let result = trees.transaction(|(meta, outputs, by_state)| {
+            // The stored record must still be the one `next` was made from.
+            let stored = meta.get(id.as_bytes())?.ok_or_else(|| corrupt("job record"))?;
+            let stored: Meta = serde_json::from_slice(&stored).map_err(|_| corrupt("job record"))?;
+            if stored.history.len() != current.history.len() || stored.state != current.state {
+                return Err(ConflictableTransactionError::Abort("job changed concurrently; retry".into()));
+            }
+            write_meta(meta, &next)?;
+            if let Some(bytes) = &next.outputs {
+                outputs.insert(id.as_bytes(), bytes.as_slice())?;
+            }
+            by_state.remove(index_key(current.state, current.created_ms, id))?;
+            by_state.insert(index_key(next.state, next.created_ms, id), &[])?;
+            Ok(())
+        });
+        self.flushed(result)?;
+        Ok(Ok(next))
+    }
+
+    fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>> {
+        let states: &[JobState] = match filter {
+            StateFilter::Active => &[JobState::Accepted, JobState::Dispatched, JobState::Running],
+            StateFilter::Completed => &[JobState::Completed],
+            StateFilter::Failed => &[JobState::Failed],
+        };
+        let mut ids: Vec<(u64, String)> = Vec::new();
+        for state in states {
+            for entry in self.by_state.scan_prefix([state_byte(*state)]) {
+                let (key, _) = entry?;
+                let created = u64::from_be_bytes(
+                    key.get(1..9).and_then(|b| b.try_into().ok()).ok_or(Error::Corrupt { what: "job index" })?,
+                );
+                let id = String::from_utf8(key[9..].to_vec()).map_err(|_| Error::Corrupt { what: "job index" })?;
+                ids.push((created, id));
+            }
+        }
+        ids.sort();
+        ids.into_iter().take(limit).filter_map(|(_, id)| self.get(&id).transpose()).collect()
+    }
+
+    fn recover(&self) -> Result<Vec<JobRecord>> {
+        self.list(StateFilter::Active, usize::MAX)
+    }
+
+    fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize> {
+        let mut finished = self.list(StateFilter::Completed, usize::MAX)?;
+        finished.extend(self.list(StateFilter::Failed, usize::MAX)?);
+        finished.sort_by_key(|job| job.updated_ms);
+        let excess = finished.len().saturating_sub(retention.max_finished);
+        let doomed: Vec<&JobRecord> = finished
+            .iter()
+            .enumerate()
+            .filter(|(index, job)| *index < excess || now_ms.saturating_sub(job.updated_ms) > retention.max_age_ms)
+            .map(|(_, job)| job)
+            .collect();
+        for job in &doomed {
+            self.meta.remove(job.id.as_bytes())?;
+            self.request.remove(job.id.as_bytes())?;
+            self.outputs.remove(job.id.as_bytes())?;
+            self.by_state.remove(index_key(job.state, job.created_ms, &job.id))?;
+            if let Some(key) = &job.idempotency_key {
+                self.idem.remove(key.as_bytes())?;
+            }
+        }
+        self.db.flush()?;
+        Ok(doomed.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

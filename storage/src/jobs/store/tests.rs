@@ -1,0 +1,117 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn open(dir: &std::path::Path) -> (sled::Db, SledJobStore) {
+    let db = sled::open(dir).expect("open sled");
+    let store = SledJobStore::open(&db).expect("job trees");
+    (db, store)
+}
+
+fn job(id: &str, key: Option<&str>, now_ms: u64) -> JobRecord {
+    JobRecord::accepted(id.into(), "tiny".into(), vec![7; 1000], key.map(String::from), now_ms)
+}
+
+#[test]
+fn insert_get_and_update_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, store) = open(dir.path());
+    assert_eq!(store.insert(job("n1.1", None, 10)).expect("insert"), Inserted::New(job("n1.1", None, 10)));
+    assert_eq!(store.get("n1.1").expect("get"), Some(job("n1.1", None, 10)));
+    let next =
+        store.update("n1.1", JobEvent::Dispatched { node: "c".into() }, 11, 3).expect("stored").expect("applies");
+    let next = store
+        .update(&next.id, JobEvent::Completed { node: "c".into(), outputs: vec![1, 2, 3] }, 12, 3)
+        .expect("stored")
+        .expect("applies");
+    let stored = store.get("n1.1").expect("get").expect("present");
+    assert_eq!(stored, next);
+    assert_eq!(stored.outputs.as_deref(), Some(&[1u8, 2, 3][..]));
+    let refused =
+        store.update("n1.1", JobEvent::Completed { node: "b".into(), outputs: vec![9] }, 13, 3).expect("stored");
+    assert_eq!(refused, Err(TransitionError::Final("completed")));
+    assert_eq!(
+        store.get("n1.1").expect("get").expect("present").outputs.as_deref(),
+        Some(&[1u8, 2, 3][..]),
+        "first completion wins"
+    );
+    assert!(matches!(
+        store.update("n1.404", JobEvent::Dispatched { node: "c".into() }, 1, 3),
+        Err(Error::UnknownJob(_))
+    ));
+}
+
+#[test]
+fn one_idempotency_key_makes_one_job_even_under_concurrency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, store) = open(dir.path());
+    let first = store.insert(job("n1.1", Some("k"), 10)).expect("insert");
+    let again = store.insert(job("n1.2", Some("k"), 11)).expect("insert");
+    assert!(matches!(first, Inserted::New(_)));
+    assert!(matches!(&again, Inserted::Existing(existing) if existing.id == "n1.1"));
+    let store = Arc::new(store);
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || store.insert(job(&format!("n1.c{i}"), Some("race"), 20)).expect("insert"))
+        })
+        .collect();
+    let outcomes: Vec<Inserted> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+    let new: Vec<&Inserted> = outcomes.iter().filter(|o| matches!(o, Inserted::New(_))).collect();
+    assert_eq!(new.len(), 1, "exactly one job for the key");
+    let Inserted::New(winner) = new[0] else { unreachable!() };
+    assert!(outcomes.iter().all(|o| match o {
+        Inserted::New(j) | Inserted::Existing(j) => j.id == winner.id,
+    }));
+    assert_eq!(store.list(StateFilter::Active, 100).expect("list").len(), 2, "n1.1 and the race winner");
+}
+
+#[test]
+fn active_jobs_survive_a_reopen_for_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (_db, store) = open(dir.path());
+        store.insert(job("n1.1", None, 10)).expect("insert");
+        store.insert(job("n1.2", None, 11)).expect("insert");
+        store.update("n1.2", JobEvent::Dispatched { node: "c".into() }, 12, 3).expect("stored").expect("applies");
+        store.insert(job("n1.3", None, 13)).expect("insert");
+        store.update("n1.3", JobEvent::Dispatched { node: "c".into() }, 14, 3).expect("stored").expect("applies");
+        store
+            .update("n1.3", JobEvent::Completed { node: "c".into(), outputs: vec![1] }, 15, 3)
+            .expect("stored")
+            .expect("applies");
+    }
+    let (_db, store) = open(dir.path());
+    let active: Vec<(String, JobState)> =
+        store.recover().expect("recover").into_iter().map(|j| (j.id, j.state)).collect();
+    assert_eq!(active, vec![("n1.1".into(), JobState::Accepted), ("n1.2".into(), JobState::Dispatched)]);
+    assert_eq!(store.list(StateFilter::Completed, 10).expect("list").len(), 1);
+    assert_eq!(store.get("n1.2").expect("get").expect("present").request, vec![7; 1000]);
+}
+
+#[test]
+fn retention_drops_the_oldest_finished_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, store) = open(dir.path());
+    for i in 0..5u64 {
+        let id = format!("n1.{i}");
+        store.insert(job(&id, Some(&format!("key{i}")), i)).expect("insert");
+        store.update(&id, JobEvent::Dispatched { node: "c".into() }, 100 + i, 3).expect("stored").expect("applies");
+        store
+            .update(&id, JobEvent::Completed { node: "c".into(), outputs: vec![1] }, 100 + i, 3)
+            .expect("stored")
+            .expect("applies");
+    }
+    store.insert(job("n1.active", None, 1)).expect("insert");
+    let dropped = store.prune(1_000, Retention { max_age_ms: 10_000, max_finished: 3 }).expect("prune");
+    assert_eq!(dropped, 2);
+    let kept: Vec<String> = store.list(StateFilter::Completed, 10).expect("list").into_iter().map(|j| j.id).collect();
+    assert_eq!(kept, vec!["n1.2", "n1.3", "n1.4"]);
+    assert!(
+        matches!(store.insert(job("n1.new", Some("key0"), 2)).expect("insert"), Inserted::New(_)),
+        "a dropped job frees its key"
+    );
+    let dropped = store.prune(100_000, Retention { max_age_ms: 10_000, max_finished: 100 }).expect("prune");
+    assert_eq!(dropped, 3, "too old");
+    assert_eq!(store.recover().expect("recover").len(), 2, "active jobs are never pruned");
+}
