@@ -103,6 +103,8 @@ fn corrupt(what: &str) -> Abort {
 #[derive(Clone, Debug)]
 pub struct SledJobStore {
     db: sled::Db,
+    /// Flushes done, for tests and measurements of group commit.
+    flush_count: std::sync::Arc<std::sync::atomic::AtomicU64>,
     meta: sled::Tree,
     request: sled::Tree,
     outputs: sled::Tree,
@@ -115,6 +117,7 @@ impl SledJobStore {
     pub fn open(db: &sled::Db) -> Result<Self> {
         Ok(Self {
             db: db.clone(),
+            flush_count: std::sync::Arc::default(),
             meta: db.open_tree("job_meta")?,
             request: db.open_tree("job_request")?,
             outputs: db.open_tree("job_outputs")?,
@@ -146,13 +149,66 @@ impl SledJobStore {
         serde_json::from_slice(bytes).map_err(|_| Error::Corrupt { what: "job record" })
     }
 
-    fn flushed<T>(&self, result: std::result::Result<T, TransactionError<String>>) -> Result<T> {
-        let value = result.map_err(|error| match error {
+    fn committed<T>(result: std::result::Result<T, TransactionError<String>>) -> Result<T> {
+        result.map_err(|error| match error {
             TransactionError::Abort(reason) => Error::Transaction(reason),
             TransactionError::Storage(error) => Error::Sled(error),
-        })?;
-        self.db.flush()?;
+        })
+    }
+
+    fn flushed<T>(&self, result: std::result::Result<T, TransactionError<String>>) -> Result<T> {
+        let value = Self::committed(result)?;
+        self.flush()?;
         Ok(value)
+    }
+
+    /// Flushes every write so far to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        self.flush_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Flushes done since this store was opened.
+    pub fn flushes(&self) -> u64 {
+        self.flush_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`JobStore::insert`] without the flush: for group commit, which
+    /// flushes once for many inserts before anyone is acknowledged.
+    pub(crate) fn insert_unflushed(&self, job: JobRecord) -> Result<Inserted> {
+        let (outcome, job) = self.insert_transaction(job)?;
+        self.resolve_insert(outcome, job)
+    }
+
+    fn insert_transaction(&self, job: JobRecord) -> Result<(Option<Vec<u8>>, JobRecord)> {
+        let trees = (&self.meta, &self.request, &self.by_state, &self.idem);
+        let result = trees.transaction(|(meta, request, by_state, idem)| {
+            if let Some(key) = &job.idempotency_key
+                && let Some(existing) = idem.get(key.as_bytes())?
+            {
+                return Ok(Some(existing.to_vec()));
+            }
+            write_meta(meta, &job)?;
+            request.insert(job.id.as_bytes(), job.request.as_slice())?;
+            by_state.insert(index_key(job.state, job.created_ms, &job.id), &[])?;
+            if let Some(key) = &job.idempotency_key {
+                idem.insert(key.as_bytes(), job.id.as_bytes())?;
+            }
+            Ok(None)
+        });
+        Ok((Self::committed(result)?, job))
+    }
+
+    fn resolve_insert(&self, existing_id: Option<Vec<u8>>, job: JobRecord) -> Result<Inserted> {
+        match existing_id {
+            None => Ok(Inserted::New(job)),
+            Some(existing_id) => {
+                let id = String::from_utf8(existing_id).map_err(|_| Error::Corrupt { what: "idempotency index" })?;
+                let existing = self.get(&id)?.ok_or(Error::Corrupt { what: "idempotency index" })?;
+                Ok(Inserted::Existing(existing))
+            }
+        }
     }
 }
 
@@ -179,29 +235,9 @@ fn write_meta(tree: &TransactionalTree, job: &JobRecord) -> std::result::Result<
 
 impl JobStore for SledJobStore {
     fn insert(&self, job: JobRecord) -> Result<Inserted> {
-        let trees = (&self.meta, &self.request, &self.by_state, &self.idem);
-        let result = trees.transaction(|(meta, request, by_state, idem)| {
-            if let Some(key) = &job.idempotency_key
-                && let Some(existing) = idem.get(key.as_bytes())?
-            {
-                return Ok(Some(existing.to_vec()));
-            }
-            write_meta(meta, &job)?;
-            request.insert(job.id.as_bytes(), job.request.as_slice())?;
-            by_state.insert(index_key(job.state, job.created_ms, &job.id), &[])?;
-            if let Some(key) = &job.idempotency_key {
-                idem.insert(key.as_bytes(), job.id.as_bytes())?;
-            }
-            Ok(None)
-        });
-        match self.flushed(result)? {
-            None => Ok(Inserted::New(job)),
-            Some(existing_id) => {
-                let id = String::from_utf8(existing_id).map_err(|_| Error::Corrupt { what: "idempotency index" })?;
-                let existing = self.get(&id)?.ok_or(Error::Corrupt { what: "idempotency index" })?;
-                Ok(Inserted::Existing(existing))
-            }
-        }
+        let (outcome, job) = self.insert_transaction(job)?;
+        self.flush()?;
+        self.resolve_insert(outcome, job)
     }
 
     fn get(&self, id: &str) -> Result<Option<JobRecord>> {
@@ -288,7 +324,7 @@ impl JobStore for SledJobStore {
                 self.idem.remove(key.as_bytes())?;
             }
         }
-        self.db.flush()?;
+        self.flush()?;
         Ok(doomed.len())
     }
 }
