@@ -235,51 +235,78 @@ impl NodeHandle {
         let me = self.name.to_string();
         let mut last_error = None;
         for attempt in 1..=MAX_FORWARD_ATTEMPTS {
-            let view = self.view();
-            let local = self.model(model).map(|m| LocalModel {
-                device: m.device.clone(),
-                queue_depth: m.stats.queue_depth(),
-                inflight: m.stats.inflight(),
-                service_ms_per_item: m.stats.service_ms_per_item(),
-            });
-            if local.is_none() && !known_anywhere(&view, model) {
-                return Err(InferError::UnknownModel(model.to_string()));
-            }
-            let now = self.clock.now();
-            let list = {
-                let reachability = self.router.reachability.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                candidates(&view, model, local.as_ref(), &reachability, NETWORK_MS, now)
-            };
-            let decision = self.router.decide(model, attempt, &list, requirements, self.clock.unix_ms());
-            let Some(target) = decision.chosen.clone() else {
-                let mut message = no_node_can(model, &decision);
-                if let Some(error) = &last_error {
-                    message.push_str(&format!("; last try: {error}"));
-                }
-                return Err(InferError::Unavailable(message));
-            };
-            if target == me {
-                let result = self.infer(model, request).await;
-                self.router.finished(&me);
-                return result.map(|response| Routed { response, node: me.clone(), route: vec![me] });
-            }
-            match self.router.forward(&me, &target, model, request.clone()).await {
+            let target = self.choose(model, requirements, attempt, last_error.as_ref())?;
+            match self.run_on(&target, model, request.clone()).await {
                 Ok((node, response)) => {
-                    self.router.finished(&target);
-                    return Ok(Routed { response, route: vec![me, node.clone()], node });
+                    let route = if node == me { vec![me] } else { vec![me, node.clone()] };
+                    return Ok(Routed { response, route, node });
                 }
-                Err(error @ InferError::BadRequest(_)) => {
-                    self.router.finished(&target);
-                    return Err(error);
-                }
+                Err(error @ (InferError::BadRequest(_) | InferError::UnknownModel(_))) => return Err(error),
+                Err(error) if target == me => return Err(error),
                 Err(error) => {
                     tracing::warn!(model, target = %target, attempt, %error, "forward failed; trying the next best node");
-                    self.router.failed(&target, &error, self.clock.now());
                     last_error = Some(error);
                 }
             }
         }
         Err(last_error.unwrap_or_else(|| InferError::Unavailable(format!("no node could serve model {model}"))))
+    }
+
+    /// Picks the node for one attempt at a request (recorded in the
+    /// decisions); `last_error` explains an earlier failed attempt.
+    pub fn choose(
+        &self,
+        model: &str,
+        requirements: &Requirements,
+        attempt: usize,
+        last_error: Option<&InferError>,
+    ) -> std::result::Result<String, InferError> {
+        let view = self.view();
+        let local = self.model(model).map(|m| LocalModel {
+            device: m.device.clone(),
+            queue_depth: m.stats.queue_depth(),
+            inflight: m.stats.inflight(),
+            service_ms_per_item: m.stats.service_ms_per_item(),
+        });
+        if local.is_none() && !known_anywhere(&view, model) {
+            return Err(InferError::UnknownModel(model.to_string()));
+        }
+        let now = self.clock.now();
+        let list = {
+            let reachability = self.router.reachability.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            candidates(&view, model, local.as_ref(), &reachability, NETWORK_MS, now)
+        };
+        let decision = self.router.decide(model, attempt, &list, requirements, self.clock.unix_ms());
+        decision.chosen.clone().ok_or_else(|| {
+            let mut message = no_node_can(model, &decision);
+            if let Some(error) = last_error {
+                message.push_str(&format!("; last try: {error}"));
+            }
+            InferError::Unavailable(message)
+        })
+    }
+
+    /// Runs `request` on `target` (here, or forwarded); returns the node that
+    /// executed it. A failed forward marks the target unreachable for a while.
+    pub async fn run_on(
+        &self,
+        target: &str,
+        model: &str,
+        request: InferRequest,
+    ) -> std::result::Result<(String, InferResponse), InferError> {
+        let me = self.name.as_str();
+        let result = if target == me {
+            self.infer(model, request).await.map(|response| (me.to_string(), response))
+        } else {
+            self.router.forward(me, target, model, request).await
+        };
+        match &result {
+            Err(error) if target != me && !matches!(error, InferError::BadRequest(_)) => {
+                self.router.failed(target, error, self.clock.now());
+            }
+            _ => self.router.finished(target),
+        }
+        result
     }
 
     /// Metadata of `model`: from this node when it serves it, else from a
