@@ -10,6 +10,7 @@
 //! - `links`: the ractor_cluster node server and links to peers.
 //! - `executor`: one actor per model, ONNX Runtime or synthetic, with
 //!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
+//! - `jobs`: the owner side of durable jobs (store, dispatch, resume).
 //! - `routing`: the routing policies and candidates (pure) and the router
 //!   that runs requests here or forwards them; `forward`: the node-to-node
 //!   endpoint and its wire format.
@@ -22,6 +23,7 @@ pub mod env;
 pub mod executor;
 pub mod forward;
 pub mod hardware;
+pub mod jobs;
 pub mod link_plan;
 mod links;
 mod metrics;

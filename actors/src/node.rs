@@ -78,8 +78,9 @@ pub struct NodeHandle {
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
     models: Arc<Vec<Arc<ServedModel>>>,
     infer_timeout: Duration,
-    router: Router,
-    clock: Arc<dyn crate::env::Clock>,
+    pub(crate) router: Router,
+    pub(crate) clock: Arc<dyn crate::env::Clock>,
+    pub(crate) jobs: crate::jobs::JobService,
 }
 
 /// Starts a node: identity from the store, gossip, then the supervised actors.
@@ -92,6 +93,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         env.clock.unix_ms(),
     )?;
     let name = NodeName::new(identity.name)?;
+    let job_store = gpumesh_storage::jobs::DurableJobs::start(store.jobs()?);
     let has_gpu = !(env.probe)().sample().gpus.is_empty();
     let loaded = load_models(&config.models, &config.ort_library_candidates, has_gpu).await.map_err(Error::Models)?;
     let executors: Vec<ExecutorArgs> = loaded
@@ -151,6 +153,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             node: name.to_string(),
             models: models.clone(),
             infer_timeout: config.infer_timeout,
+            jobs: job_store.store().clone(),
         }),
         links,
         executors,
@@ -165,6 +168,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             return Err(Error::Start(format!("{error}")));
         }
     };
+    let jobs = crate::jobs::JobService::new(job_store, name.as_str(), identity.generation);
     Ok(NodeHandle {
         name,
         generation: identity.generation,
@@ -179,6 +183,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         infer_timeout: config.infer_timeout,
         router,
         clock: env.clock.clone(),
+        jobs,
     })
 }
 

@@ -82,6 +82,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");
     }
     let node = Arc::new(start_node(config, NodeEnv::production()).await?);
+    node.resume_jobs()?;
     tracing::info!(
         node = %node.name(),
         generation = node.generation(),

@@ -5,6 +5,7 @@
 //!   and `GET /cluster/decisions`, the recent routing decisions.
 //! - `health`: `GET /v2/health/live` and `/v2/health/ready`.
 //! - `oip`: the Open Inference Protocol v2 endpoints (metadata, infer).
+//! - `jobs`: the durable jobs API.
 //! - `page`: `GET /`, the status page.
 //! - `error`: the JSON error shape every 4xx/5xx uses.
 //!
@@ -14,6 +15,7 @@
 mod cluster;
 mod error;
 mod health;
+mod jobs;
 mod oip;
 mod page;
 
@@ -40,6 +42,8 @@ pub fn router(node: Arc<NodeHandle>) -> Router {
         .route("/", get(page::status_page))
         .route("/cluster", get(cluster::get_cluster))
         .route("/cluster/decisions", get(cluster::get_decisions))
+        .route("/jobs", post(jobs::submit).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::get))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
         .route("/v2", get(oip::server_metadata))

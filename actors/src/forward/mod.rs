@@ -28,6 +28,9 @@ pub enum ForwardMsg {
     /// The metadata of a model served here, as JSON; empty when it is not.
     #[rpc]
     Metadata(String, RpcReplyPort<String>),
+    /// A job this node owns, as JSON; empty when there is none.
+    #[rpc]
+    JobStatus(String, RpcReplyPort<String>),
 }
 
 /// This node's endpoint for forwarded requests.
@@ -39,6 +42,7 @@ pub(crate) struct ForwardArgs {
     pub(crate) node: String,
     pub(crate) models: Arc<Vec<Arc<ServedModel>>>,
     pub(crate) infer_timeout: Duration,
+    pub(crate) jobs: gpumesh_storage::SledJobStore,
 }
 
 impl Actor for ForwardActor {
@@ -65,6 +69,11 @@ impl Actor for ForwardActor {
             ForwardMsg::Metadata(model, reply) => {
                 let doc = state.models.iter().find(|m| m.spec.name == model).map(|m| m.metadata_doc(&state.node));
                 let _ = reply.send(doc.and_then(|doc| serde_json::to_string(&doc).ok()).unwrap_or_default());
+            }
+            ForwardMsg::JobStatus(id, reply) => {
+                use gpumesh_storage::JobStore as _;
+                let job = state.jobs.get(&id).ok().flatten();
+                let _ = reply.send(job.and_then(|job| serde_json::to_string(&job).ok()).unwrap_or_default());
             }
             ForwardMsg::Infer(request, reply) => {
                 let args = state.clone();

@@ -139,6 +139,24 @@ impl Router {
         }
     }
 
+    /// Asks `owner` for a job it owns: `Ok(None)` when it has no such job.
+    pub(crate) async fn remote_job(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<gpumesh_storage::jobs::JobRecord>, InferError> {
+        let Some(endpoint) = Self::endpoint(owner).await else {
+            return Err(InferError::Unavailable(format!("job owner {owner} is not reachable from here")));
+        };
+        match endpoint.call(|reply| ForwardMsg::JobStatus(id.to_string(), reply), Some(self.forward_timeout)).await {
+            Ok(CallResult::Success(json)) if json.is_empty() => Ok(None),
+            Ok(CallResult::Success(json)) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|error| InferError::Failed(format!("owner {owner} sent an unreadable job: {error}"))),
+            _ => Err(InferError::Unavailable(format!("job owner {owner} did not answer"))),
+        }
+    }
+
     /// Sends `request` to `target`'s forward endpoint.
     pub(crate) async fn forward(
         &self,

@@ -28,6 +28,11 @@ const DEFAULT_PRIORITY: u8 = 5;
 struct RequestHeader<'a> {
     #[serde(default)]
     id: Option<String>,
+    /// `POST /jobs` names the model in the body.
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
     #[serde(default)]
     parameters: Map<String, Value>,
     #[serde(borrow)]
@@ -70,6 +75,8 @@ impl BinaryOutputs {
 /// A decoded request.
 pub(crate) struct Decoded {
     pub(crate) id: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
     pub(crate) request: InferRequest,
     pub(crate) binary_outputs: BinaryOutputs,
     pub(crate) requirements: Requirements,
@@ -114,7 +121,14 @@ pub(crate) fn decode(body: &[u8], header_len: Option<usize>) -> Result<Decoded, 
         }
         outputs.push(output.name);
     }
-    Ok(Decoded { id: header.id, request: InferRequest { inputs, outputs, priority }, binary_outputs, requirements })
+    Ok(Decoded {
+        id: header.id,
+        model: header.model,
+        idempotency_key: header.idempotency_key,
+        request: InferRequest { inputs, outputs, priority },
+        binary_outputs,
+        requirements,
+    })
 }
 
 fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool), String> {

@@ -135,3 +135,13 @@ pub(crate) fn encode(
     }
     Ok((headers, body))
 }
+
+/// One tensor as an OIP JSON output entry.
+pub(crate) fn tensor_json(tensor: &Tensor) -> serde_json::Value {
+    serde_json::json!({
+        "name": tensor.name,
+        "datatype": tensor.datatype().as_str(),
+        "shape": tensor.shape,
+        "data": serde_json::to_value(JsonData(&tensor.data)).unwrap_or(serde_json::Value::Null),
+    })
+}

@@ -3,6 +3,8 @@
 mod decode;
 mod encode;
 
+pub(crate) use encode::tensor_json;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -89,6 +91,26 @@ fn too_large() -> ApiError {
     )
 }
 
+/// Reads and decodes an inference request body (JSON or binary
+/// extension), within the body limit.
+pub(crate) async fn read_request(headers: &HeaderMap, body: Body) -> Result<decode::Decoded, ApiError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large())?;
+    let header_len = header_length(headers)?;
+    if bytes.len() > DECODE_INLINE_MAX_BYTES {
+        tokio::task::spawn_blocking(move || decode(&bytes, header_len))
+            .await
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decoding the request failed"))?
+    } else {
+        decode(&bytes, header_len)
+    }
+    .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))
+}
+
 /// `POST /v2/models/{model}/infer`.
 pub(crate) async fn infer(
     State(state): State<AppState>,
@@ -96,21 +118,7 @@ pub(crate) async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large())?;
-    let header_len = header_length(&headers)?;
-    let decoded = if bytes.len() > DECODE_INLINE_MAX_BYTES {
-        tokio::task::spawn_blocking(move || decode(&bytes, header_len))
-            .await
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decoding the request failed"))?
-    } else {
-        decode(&bytes, header_len)
-    }
-    .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
+    let decoded = read_request(&headers, body).await?;
     let routed = state.node.route_infer(&name, &decoded.requirements, decoded.request).await?;
     let route = routed.route.join(">");
     let provenance = Provenance { node: &routed.node, route: &route };

@@ -1,0 +1,100 @@
+//! The durable jobs API (SPEC section 4): `POST /jobs`, `GET /jobs/{id}`,
+//! `GET /jobs?state=&limit=`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use gpumesh_actors::jobs::job_outputs;
+use gpumesh_storage::jobs::{JobRecord, JobState, StateFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::oip::{read_request, tensor_json};
+use crate::{ApiError, AppState};
+
+/// Longest accepted idempotency key.
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+/// Most jobs one listing returns.
+const MAX_LIST_LIMIT: usize = 1000;
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// A job as `GET /jobs/{id}` shows it.
+pub(crate) fn job_json(job: &JobRecord) -> Value {
+    let mut body = json!({
+        "job_id": job.id,
+        "model": job.model,
+        "state": job.state.as_str(),
+        "attempts": job.attempts,
+        "node": job.node,
+        "created_ms": job.created_ms,
+        "updated_ms": job.updated_ms,
+    });
+    match job.state {
+        JobState::Completed => {
+            let outputs = job_outputs(job)
+                .map(|(_, response)| response.outputs.iter().map(tensor_json).collect::<Vec<_>>())
+                .unwrap_or_default();
+            body["outputs"] = Value::Array(outputs);
+        }
+        JobState::Failed => body["error"] = json!(job.error),
+        _ => {}
+    }
+    body
+}
+
+/// `POST /jobs`: 202 with the job id once the job is on disk.
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let decoded = read_request(&headers, body).await?;
+    let model = decoded
+        .model
+        .filter(|model| !model.is_empty())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "a job names its model: add \"model\" to the body"))?;
+    if decoded.idempotency_key.as_ref().is_some_and(|key| key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+        ));
+    }
+    let job = state.node.submit_job(&model, decoded.request, decoded.idempotency_key).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job.id, "state": job.state.as_str() }))))
+}
+
+/// `GET /jobs/{id}`: any node answers, asking the owner when it is not it.
+pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    match state.node.find_job(&id).await? {
+        Some(job) => Ok(Json(job_json(&job))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown job {id:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /jobs?state=active|completed|failed&limit=N`: this node's jobs.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = match query.state.as_deref().unwrap_or("active") {
+        "active" => StateFilter::Active,
+        "completed" => StateFilter::Completed,
+        "failed" => StateFilter::Failed,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state {other:?} is not active, completed or failed"),
+            ));
+        }
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT);
+    let jobs = state.node.jobs(filter, limit)?;
+    Ok(Json(json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() })))
+}
