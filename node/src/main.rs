@@ -10,6 +10,7 @@ mod bench;
 mod client;
 mod demo;
 mod infer_cmd;
+mod jobs_cmd;
 mod models;
 mod net;
 mod node_cmd;
@@ -43,6 +44,8 @@ enum Command {
     Infer(infer_cmd::InferArgs),
     /// Load generator: throughput, latency percentiles, per-node counts.
     Bench(bench::BenchArgs),
+    /// Durable jobs: submit, get, list.
+    Jobs(jobs_cmd::JobsArgs),
     /// Print a new cluster secret for --secret-file.
     Keygen,
 }
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             Command::Status(args) => status::run(args).await,
             Command::Infer(args) => infer_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Jobs(args) => jobs_cmd::run(args).await,
             Command::Keygen => Ok(()),
         }
     });
