@@ -155,3 +155,135 @@ async fn an_owner_killed_right_after_its_acknowledgements_completes_its_jobs_aft
         assert!((1..=3).contains(&steps), "{job}");
     }
 }
+
+fn state_rank(state: &str) -> u8 {
+    match state {
+        "accepted" => 0,
+        "dispatched" => 1,
+        "running" => 2,
+        "completed" => 3,
+        _ => 4,
+    }
+}
+
+/// Steps never go back in (attempt, state) order or in time.
+fn assert_monotone(job: &Value) {
+    let steps = job["history"].as_array().expect("history");
+    for pair in steps.windows(2) {
+        let key = |s: &Value| {
+            (
+                s["attempt"].as_u64().unwrap_or(0),
+                state_rank(s["state"].as_str().unwrap_or("")),
+                s["at_ms"].as_u64().unwrap_or(0),
+            )
+        };
+        let (a, b) = (key(&pair[0]), key(&pair[1]));
+        assert!((a.0, a.1) <= (b.0, b.1) && a.2 <= b.2, "history went backwards: {job}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_jobs_survive_a_node_killed_and_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let secret = write_secret(path, "secret");
+    let echo = registry(
+        path,
+        "echo",
+        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 20\nmax_batch_size = 1\nmax_queue_size = 10000\n",
+    );
+    let n1 = node(path, "n1", &echo, &secret, &[], free_ports());
+    let mut n2 = node(path, "n2", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
+    let n3 = node(path, "n3", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
+    let client = reqwest::Client::new();
+    let first = n1.url.clone();
+    wait_until("three nodes serve echo, linked", Duration::from_secs(10), || async {
+        let view = fetch_view(&client, &first).await?;
+        (view.nodes.iter().filter(|n| n.connected && n.models.iter().any(|m| m.name == "echo")).count() == 3)
+            .then_some(())
+    })
+    .await;
+
+    let mut accepted: Vec<(String, f64)> = Vec::new();
+    let mut n2_down = false;
+    for batch in 0..10 {
+        if batch == 4 {
+            n2.kill9();
+            n2_down = true;
+        }
+        let urls: Vec<String> = if n2_down {
+            vec![n1.url.clone(), n3.url.clone()]
+        } else {
+            vec![n1.url.clone(), n2.url.clone(), n3.url.clone()]
+        };
+        let submits: Vec<_> = (0..30)
+            .map(|i| {
+                let value = f64::from(batch * 30 + i);
+                let (client, url) = (client.clone(), urls[i as usize % urls.len()].clone());
+                tokio::spawn(async move {
+                    let response = client.post(format!("{url}/jobs")).json(&job_body(value, None)).send().await.ok()?;
+                    (response.status() == 202).then_some(())?;
+                    let body: Value = response.json().await.ok()?;
+                    Some((body["job_id"].as_str()?.to_string(), value))
+                })
+            })
+            .collect();
+        for submit in submits {
+            accepted.extend(submit.await.expect("task"));
+        }
+    }
+    // n2 comes back 3 s after it died, from its data dir, on new ports.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _n2 = node(path, "n2", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
+    assert!(accepted.len() >= 290, "almost every submit is acknowledged: {}", accepted.len());
+    let mut reran = 0;
+    for (id, value) in &accepted {
+        let job = wait_completed(&client, &n1.url, id, Duration::from_secs(60)).await;
+        assert_eq!(job["outputs"][0]["data"], json!([value]), "{id}");
+        assert_monotone(&job);
+        // Any node answers for any job once its link to the owner is up.
+        let again = wait_until("n3 answers for the job", Duration::from_secs(10), || get(&client, &n3.url, id)).await;
+        assert_eq!(again["outputs"], job["outputs"], "one result, whoever reads it");
+        reran += usize::from(job["attempts"].as_u64().unwrap_or(0) > 1);
+    }
+    eprintln!("measured: {} jobs accepted, all completed; {reran} needed another attempt", accepted.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_executing_node_dies_completes_on_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let secret = write_secret(path, "secret");
+    let empty = registry(path, "empty", "");
+    let slow = registry(
+        path,
+        "slow",
+        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 1500\nmax_batch_size = 1\nmax_queue_size = 100\n",
+    );
+    let n1 = node(path, "n1", &empty, &secret, &[], free_ports());
+    let mut executors = [
+        node(path, "n2", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
+        node(path, "n3", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
+    ];
+    let client = reqwest::Client::new();
+    let url = n1.url.clone();
+    wait_until("both executors serve echo, linked", Duration::from_secs(10), || async {
+        let view = fetch_view(&client, &url).await?;
+        (view.nodes.iter().filter(|n| n.connected && n.models.iter().any(|m| m.name == "echo")).count() == 2)
+            .then_some(())
+    })
+    .await;
+    let id = submit(&client, &n1.url, &job_body(7.0, None)).await["job_id"].as_str().expect("id").to_string();
+    let running_on = wait_until("the job is dispatched", Duration::from_secs(5), || async {
+        let job = get(&client, &n1.url, &id).await?;
+        (job["state"] == "dispatched").then(|| job["node"].as_str().map(String::from)).flatten()
+    })
+    .await;
+    let victim = executors.iter().position(|n| n.name == running_on).expect("an executor");
+    executors[victim].kill9();
+    let job = wait_completed(&client, &n1.url, &id, Duration::from_secs(30)).await;
+    assert_ne!(job["node"].as_str(), Some(running_on.as_str()), "completed on the survivor: {job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(job["outputs"][0]["data"], json!([7.0]));
+    assert_monotone(&job);
+}

@@ -29,6 +29,12 @@ pub(crate) fn job_json(job: &JobRecord) -> Value {
         "node": job.node,
         "created_ms": job.created_ms,
         "updated_ms": job.updated_ms,
+        "history": job.history.iter().map(|step| json!({
+            "state": step.state.as_str(),
+            "attempt": step.attempt,
+            "node": step.node,
+            "at_ms": step.at_ms,
+        })).collect::<Vec<_>>(),
     });
     match job.state {
         JobState::Completed => {
