@@ -287,3 +287,60 @@ async fn a_job_whose_executing_node_dies_completes_on_another() {
     assert_eq!(job["outputs"][0]["data"], json!([7.0]));
     assert_monotone(&job);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_cut_off_mid_write_loses_no_acknowledged_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let secret = write_secret(path, "secret");
+    let echo = registry(
+        path,
+        "echo",
+        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 5\nmax_batch_size = 1\nmax_queue_size = 100000\n",
+    );
+    let mut n1 = node(path, "n1", &echo, &secret, &[], free_ports());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let url = n1.url.clone();
+    wait_until("n1 is ready", Duration::from_secs(10), || async {
+        (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    // Eight clients submit in a loop; n1 is killed while they do.
+    let submitters: Vec<_> = (0..8)
+        .map(|worker| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..10_000 {
+                    let value = f64::from(worker * 10_000 + i);
+                    let Ok(response) = client.post(format!("{url}/jobs")).json(&job_body(value, None)).send().await
+                    else {
+                        break;
+                    };
+                    if response.status() != 202 {
+                        break;
+                    }
+                    let Ok(body) = response.json::<Value>().await else { break };
+                    acknowledged.push((body["job_id"].as_str().unwrap_or_default().to_string(), value));
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    n1.kill9();
+    let mut acknowledged = Vec::new();
+    for submitter in submitters {
+        acknowledged.extend(submitter.await.expect("submitter"));
+    }
+    assert!(acknowledged.len() > 20, "the loop ran: {}", acknowledged.len());
+    let n1 = node(path, "n1", &echo, &secret, &[], free_ports());
+    for (id, value) in &acknowledged {
+        let job = wait_completed(&client, &n1.url, id, Duration::from_secs(60)).await;
+        assert_eq!(job["outputs"][0]["data"], json!([value]), "{id}");
+    }
+    eprintln!(
+        "measured: {} jobs acknowledged before kill -9, all found and completed after restart",
+        acknowledged.len()
+    );
+}
