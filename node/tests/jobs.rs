@@ -281,9 +281,19 @@ async fn a_job_whose_executing_node_dies_completes_on_another() {
     .await;
     let victim = executors.iter().position(|n| n.name == running_on).expect("an executor");
     executors[victim].kill9();
+    let killed_unix_ms = std::time::SystemTime::UNIX_EPOCH.elapsed().expect("clock").as_millis() as u64;
     let job = wait_completed(&client, &n1.url, &id, Duration::from_secs(30)).await;
     assert_ne!(job["node"].as_str(), Some(running_on.as_str()), "completed on the survivor: {job}");
     assert_eq!(job["attempts"], 2, "{job}");
+    let redispatched_ms = job["history"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["attempt"] == 2 && s["state"] == "dispatched"))
+        .and_then(|step| step["at_ms"].as_u64())
+        .expect("a second dispatch");
+    eprintln!(
+        "measured: re-dispatch {} ms after the executing node was killed",
+        redispatched_ms.saturating_sub(killed_unix_ms)
+    );
     assert_eq!(job["outputs"][0]["data"], json!([7.0]));
     assert_monotone(&job);
 }
