@@ -303,7 +303,15 @@ impl NodeHandle {
         let result = if target == me {
             self.infer(model, request).await.map(|response| (me.to_string(), response))
         } else {
-            self.router.forward(me, target, model, request).await
+            // A target that stops answering without closing its link (a
+            // partition, a paused process) is given up on as soon as
+            // membership declares it dead, not only at the forward timeout.
+            tokio::select! {
+                result = self.router.forward(me, target, model, request) => result,
+                () = until_dead(self.subscribe_view(), target) => Err(InferError::Unavailable(format!(
+                    "node {target} was declared dead while serving the request"
+                ))),
+            }
         };
         match &result {
             Err(error) if target != me && !matches!(error, InferError::BadRequest(_)) => {
@@ -380,4 +388,20 @@ fn no_node_can(model: &str, decision: &Decision) -> String {
     let reasons: Vec<String> =
         decision.candidates.iter().filter_map(|c| c.excluded.map(|reason| format!("{}: {reason}", c.node))).collect();
     format!("no node can serve model {model} now ({})", reasons.join(", "))
+}
+
+/// Resolves once `target` is dead or gone in the view.
+async fn until_dead(mut view: watch::Receiver<Arc<ClusterView>>, target: &str) {
+    loop {
+        let dead = view
+            .borrow_and_update()
+            .member(target)
+            .is_none_or(|member| member.status == gpumesh_membership::MemberStatus::Dead);
+        if dead {
+            return;
+        }
+        if view.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

@@ -354,3 +354,52 @@ async fn a_store_cut_off_mid_write_loses_no_acknowledged_job() {
         acknowledged.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_a_node_that_goes_silent_is_redispatched_within_the_detection_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let secret = write_secret(path, "secret");
+    let empty = registry(path, "empty", "");
+    let slow = registry(
+        path,
+        "slow",
+        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 1500\nmax_batch_size = 1\nmax_queue_size = 100\n",
+    );
+    let n1 = node(path, "n1", &empty, &secret, &[], free_ports());
+    let executors = [
+        node(path, "n2", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
+        node(path, "n3", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
+    ];
+    let client = reqwest::Client::new();
+    let url = n1.url.clone();
+    wait_until("both executors serve echo, linked", Duration::from_secs(10), || async {
+        let view = fetch_view(&client, &url).await?;
+        (view.nodes.iter().filter(|n| n.connected && n.models.iter().any(|m| m.name == "echo")).count() == 2)
+            .then_some(())
+    })
+    .await;
+    let id = submit(&client, &n1.url, &job_body(4.0, None)).await["job_id"].as_str().expect("id").to_string();
+    let running_on = wait_until("the job is dispatched", Duration::from_secs(5), || async {
+        let job = get(&client, &n1.url, &id).await?;
+        (job["state"] == "dispatched").then(|| job["node"].as_str().map(String::from)).flatten()
+    })
+    .await;
+    // SIGSTOP: the node stops answering but its connections stay open, as
+    // in a partition; only the failure detector can tell.
+    let silent = executors.iter().find(|n| n.name == running_on).expect("an executor");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(silent.pid()), nix::sys::signal::Signal::SIGSTOP).expect("stop");
+    let stopped_unix_ms = std::time::SystemTime::UNIX_EPOCH.elapsed().expect("clock").as_millis() as u64;
+    let job = wait_completed(&client, &n1.url, &id, Duration::from_secs(15)).await;
+    assert_ne!(job["node"].as_str(), Some(running_on.as_str()), "{job}");
+    let redispatched_ms = job["history"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["attempt"] == 2 && s["state"] == "dispatched"))
+        .and_then(|step| step["at_ms"].as_u64())
+        .expect("a second dispatch");
+    let delay = redispatched_ms.saturating_sub(stopped_unix_ms);
+    eprintln!("measured: re-dispatch {delay} ms after the executing node went silent");
+    assert!(delay < 3_000 + 200, "within the detection bound plus one gossip interval: {delay} ms");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(silent.pid()), nix::sys::signal::Signal::SIGCONT)
+        .expect("continue");
+}
