@@ -33,7 +33,8 @@ async fn killed_node_is_detected_within_3s_and_rejoins_with_its_name() {
     let client = client();
     let mut cluster = TestCluster::start(3);
     cluster.wait_formed(&client, Duration::from_secs(5)).await;
-    let before = fetch_view(&client, &cluster.nodes[0].url).await.expect("view");
+    let first = cluster.nodes[0].url.clone();
+    let before = wait_until("n1 answers", Duration::from_secs(5), || fetch_view(&client, &first)).await;
     let old_generation = before.nodes.iter().find(|n| n.name == "n3").expect("n3 listed").generation;
 
     let mut victim = cluster.nodes.pop().expect("n3");
@@ -67,7 +68,7 @@ async fn killed_node_is_detected_within_3s_and_rejoins_with_its_name() {
     let restarted_at = Instant::now();
     let own =
         wait_until("restarted node answers", Duration::from_secs(5), || fetch_view(&client, &restarted.url)).await;
-    assert_eq!(own.self_name, "n3", "a restarted node keeps its stored name");
+    assert_eq!(own.self_name, "n3", "a restarted node keeps its stored name: {own:?}\nlog:\n{}", restarted.log_text());
     wait_until("survivors see n3 back with a new generation", Duration::from_secs(5), || async {
         for url in &survivors {
             let view = fetch_view(&client, url).await?;
