@@ -249,8 +249,19 @@ async fn three_hundred_jobs_survive_a_node_killed_and_restarted() {
     eprintln!("measured: {} jobs accepted, all completed; {reran} needed another attempt", accepted.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_whose_executing_node_dies_completes_on_another() {
+/// A job owned by n1 (no model) and dispatched to one of n2 and n3, which
+/// serve a slow `echo`.
+struct Dispatched {
+    _dir: tempfile::TempDir,
+    n1: TestNode,
+    executors: [TestNode; 2],
+    client: reqwest::Client,
+    id: String,
+    /// The executor the job went to.
+    running_on: String,
+}
+
+async fn job_dispatched_to_an_executor(value: f64) -> Dispatched {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path();
     let secret = write_secret(path, "secret");
@@ -261,7 +272,7 @@ async fn a_job_whose_executing_node_dies_completes_on_another() {
         "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 1500\nmax_batch_size = 1\nmax_queue_size = 100\n",
     );
     let n1 = node(path, "n1", &empty, &secret, &[], free_ports());
-    let mut executors = [
+    let executors = [
         node(path, "n2", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
         node(path, "n3", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
     ];
@@ -273,12 +284,18 @@ async fn a_job_whose_executing_node_dies_completes_on_another() {
             .then_some(())
     })
     .await;
-    let id = submit(&client, &n1.url, &job_body(7.0, None)).await["job_id"].as_str().expect("id").to_string();
+    let id = submit(&client, &n1.url, &job_body(value, None)).await["job_id"].as_str().expect("id").to_string();
     let running_on = wait_until("the job is dispatched", Duration::from_secs(5), || async {
         let job = get(&client, &n1.url, &id).await?;
         (job["state"] == "dispatched").then(|| job["node"].as_str().map(String::from)).flatten()
     })
     .await;
+    Dispatched { _dir: dir, n1, executors, client, id, running_on }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_executing_node_dies_completes_on_another() {
+    let Dispatched { _dir, n1, mut executors, client, id, running_on } = job_dispatched_to_an_executor(7.0).await;
     let victim = executors.iter().position(|n| n.name == running_on).expect("an executor");
     executors[victim].kill9();
     let killed_unix_ms = std::time::SystemTime::UNIX_EPOCH.elapsed().expect("clock").as_millis() as u64;
@@ -357,34 +374,7 @@ async fn a_store_cut_off_mid_write_loses_no_acknowledged_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_on_a_node_that_goes_silent_is_redispatched_within_the_detection_bound() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let secret = write_secret(path, "secret");
-    let empty = registry(path, "empty", "");
-    let slow = registry(
-        path,
-        "slow",
-        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 1500\nmax_batch_size = 1\nmax_queue_size = 100\n",
-    );
-    let n1 = node(path, "n1", &empty, &secret, &[], free_ports());
-    let executors = [
-        node(path, "n2", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
-        node(path, "n3", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
-    ];
-    let client = reqwest::Client::new();
-    let url = n1.url.clone();
-    wait_until("both executors serve echo, linked", Duration::from_secs(10), || async {
-        let view = fetch_view(&client, &url).await?;
-        (view.nodes.iter().filter(|n| n.connected && n.models.iter().any(|m| m.name == "echo")).count() == 2)
-            .then_some(())
-    })
-    .await;
-    let id = submit(&client, &n1.url, &job_body(4.0, None)).await["job_id"].as_str().expect("id").to_string();
-    let running_on = wait_until("the job is dispatched", Duration::from_secs(5), || async {
-        let job = get(&client, &n1.url, &id).await?;
-        (job["state"] == "dispatched").then(|| job["node"].as_str().map(String::from)).flatten()
-    })
-    .await;
+    let Dispatched { _dir, n1, executors, client, id, running_on } = job_dispatched_to_an_executor(4.0).await;
     // SIGSTOP: the node stops answering but its connections stay open, as
     // in a partition; only the failure detector can tell.
     let silent = executors.iter().find(|n| n.name == running_on).expect("an executor");
