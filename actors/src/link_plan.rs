@@ -16,10 +16,13 @@ use tokio::time::Instant;
 
 use crate::restart::{RestartPolicy, RestartState};
 
-/// Spacing of repeated dials to one target.
+/// Spacing of repeated dials to one target. Dials go only to trusted live
+/// members, so they are cheap; a short cap lets a link form within a
+/// second of the peer's node server coming up (nodes started together may
+/// be dialed before they listen).
 pub const DIAL_BACKOFF: RestartPolicy = RestartPolicy {
-    initial_delay: Duration::from_millis(500),
-    max_delay: Duration::from_secs(5),
+    initial_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(1),
     stable_after: Duration::from_secs(3600),
     jitter: 0.2,
 };
