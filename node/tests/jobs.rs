@@ -14,6 +14,14 @@ fn registry(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// A registry serving `echo`: synthetic, one request at a time.
+fn echo_registry(dir: &Path, name: &str, service_ms: u32, max_queue_size: u32) -> std::path::PathBuf {
+    let text = format!(
+        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = {service_ms}\nmax_batch_size = 1\nmax_queue_size = {max_queue_size}\n"
+    );
+    registry(dir, name, &text)
+}
+
 fn node(dir: &Path, name: &str, registry: &Path, secret: &Path, seeds: &[String], ports: (u16, u16, u16)) -> TestNode {
     TestNode::start(&NodeSpec {
         name: Some(name),
@@ -58,13 +66,7 @@ async fn wait_completed(client: &reqwest::Client, url: &str, id: &str, timeout: 
 async fn pair(dir: &Path, service_ms: u32) -> (TestNode, TestNode, reqwest::Client) {
     let secret = write_secret(dir, "secret");
     let empty = registry(dir, "empty", "");
-    let echo = registry(
-        dir,
-        "echo",
-        &format!(
-            "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = {service_ms}\nmax_batch_size = 1\nmax_queue_size = 10000\n"
-        ),
-    );
+    let echo = echo_registry(dir, "echo", service_ms, 10000);
     let n1 = node(dir, "n1", &empty, &secret, &[], free_ports());
     let n2 = node(dir, "n2", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
     let client = reqwest::Client::new();
@@ -187,11 +189,7 @@ async fn three_hundred_jobs_survive_a_node_killed_and_restarted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path();
     let secret = write_secret(path, "secret");
-    let echo = registry(
-        path,
-        "echo",
-        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 20\nmax_batch_size = 1\nmax_queue_size = 10000\n",
-    );
+    let echo = echo_registry(path, "echo", 20, 10000);
     let n1 = node(path, "n1", &echo, &secret, &[], free_ports());
     let mut n2 = node(path, "n2", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
     let n3 = node(path, "n3", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
@@ -266,11 +264,7 @@ async fn job_dispatched_to_an_executor(value: f64) -> Dispatched {
     let path = dir.path();
     let secret = write_secret(path, "secret");
     let empty = registry(path, "empty", "");
-    let slow = registry(
-        path,
-        "slow",
-        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 1500\nmax_batch_size = 1\nmax_queue_size = 100\n",
-    );
+    let slow = echo_registry(path, "slow", 1500, 100);
     let n1 = node(path, "n1", &empty, &secret, &[], free_ports());
     let executors = [
         node(path, "n2", &slow, &secret, std::slice::from_ref(&n1.gossip), free_ports()),
@@ -320,11 +314,7 @@ async fn a_store_cut_off_mid_write_loses_no_acknowledged_job() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path();
     let secret = write_secret(path, "secret");
-    let echo = registry(
-        path,
-        "echo",
-        "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_time_ms = 5\nmax_batch_size = 1\nmax_queue_size = 100000\n",
-    );
+    let echo = echo_registry(path, "echo", 5, 100000);
     let mut n1 = node(path, "n1", &echo, &secret, &[], free_ports());
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
     let url = n1.url.clone();
