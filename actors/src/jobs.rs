@@ -10,12 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gpumesh_storage::jobs::{DurableJobs, Inserted, JobEvent, JobRecord, JobStore, StateFilter, TransitionError};
+use gpumesh_storage::jobs::{
+    DurableJobs, Inserted, JobEvent, JobRecord, JobStore, Retention, StateFilter, TransitionError,
+};
+
+use crate::env::Clock;
 
 use crate::executor::{InferError, InferRequest};
 use crate::forward::{ForwardReply, ForwardRequest};
 use crate::node::NodeHandle;
 use crate::routing::policy::Requirements;
+use gpumesh_membership::MemberStatus;
 
 /// Dispatches of one job before it fails.
 pub const MAX_JOB_ATTEMPTS: u32 = 3;
@@ -23,6 +28,10 @@ pub const MAX_JOB_ATTEMPTS: u32 = 3;
 const NO_NODE_BACKOFF: Duration = Duration::from_millis(500);
 /// How many times a job waits for a node before it fails.
 const NO_NODE_WAITS: u32 = 20;
+/// How long a restarted owner tries to reach the node a job was running on
+/// for the result it holds, before running the job again elsewhere.
+const HELD_RESULT_WAIT: Duration = Duration::from_secs(3);
+const HELD_RESULT_POLL: Duration = Duration::from_millis(100);
 
 /// The node whose store holds `job_id`.
 pub fn owner_of(job_id: &str) -> Option<&str> {
@@ -34,15 +43,49 @@ pub struct JobService {
     pub(crate) store: DurableJobs,
     prefix: String,
     next_seq: AtomicU64,
+    /// Drops finished jobs and stale held results; stops with the service.
+    _pruner: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+/// How often retention runs: every minute, or more often for short limits.
+fn prune_interval(retention: Retention) -> Duration {
+    Duration::from_millis(retention.max_age_ms / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 impl JobService {
-    pub(crate) fn new(store: DurableJobs, owner: &str, generation: u64) -> Self {
-        Self { store, prefix: format!("{owner}.{generation:x}-"), next_seq: AtomicU64::new(1) }
+    pub(crate) fn new(
+        store: DurableJobs,
+        owner: &str,
+        generation: u64,
+        retention: Retention,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let pruner = tokio::spawn(prune_periodically(store.clone(), retention, clock));
+        Self {
+            store,
+            prefix: format!("{owner}.{generation:x}-"),
+            next_seq: AtomicU64::new(1),
+            _pruner: tokio_util::task::AbortOnDropHandle::new(pruner),
+        }
     }
 
     fn new_id(&self) -> String {
         format!("{}{:x}", self.prefix, self.next_seq.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+async fn prune_periodically(jobs: DurableJobs, retention: Retention, clock: Arc<dyn Clock>) {
+    let mut ticks = tokio::time::interval(prune_interval(retention));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (store, now) = (jobs.store().clone(), clock.unix_ms());
+        match tokio::task::spawn_blocking(move || store.prune(now, retention)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(dropped)) => tracing::info!(dropped, "retention dropped old finished jobs and held results"),
+            Ok(Err(error)) => tracing::warn!(%error, "retention failed; it runs again later"),
+            Err(error) => tracing::warn!(%error, "retention task failed; it runs again later"),
+        }
     }
 }
 
@@ -81,7 +124,8 @@ impl NodeHandle {
             return Err(InferError::UnknownModel(model.to_string()));
         }
         let jobs = &self.jobs;
-        let payload = ForwardRequest::Valid { model: model.to_string(), route: Vec::new(), request }.encode();
+        let payload =
+            ForwardRequest::Valid { model: model.to_string(), route: Vec::new(), job: None, request }.encode();
         let job = JobRecord::accepted(jobs.new_id(), model.to_string(), payload, idempotency_key, self.clock.unix_ms());
         match jobs.store.submit(job).await.map_err(storage_error)? {
             Inserted::New(job) => {
@@ -92,8 +136,10 @@ impl NodeHandle {
         }
     }
 
-    /// A job this node owns.
-    pub fn job(&self, id: &str) -> Result<Option<JobRecord>, InferError> {
+    /// A job this node owns, as it is on disk: a reader never sees a state
+    /// a crash could take back.
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, InferError> {
+        self.jobs.store.wait_durable().await.map_err(storage_error)?;
         self.jobs.store.store().get(id).map_err(storage_error)
     }
 
@@ -101,14 +147,15 @@ impl NodeHandle {
     /// from its owner over the node link. `Ok(None)`: no such job.
     pub async fn find_job(&self, id: &str) -> Result<Option<JobRecord>, InferError> {
         match owner_of(id) {
-            Some(owner) if owner == self.name().as_str() => self.job(id),
+            Some(owner) if owner == self.name().as_str() => self.job(id).await,
             Some(owner) => self.router.remote_job(owner, id).await,
             None => Ok(None),
         }
     }
 
     /// Jobs this node owns, oldest first.
-    pub fn jobs(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>, InferError> {
+    pub async fn jobs(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>, InferError> {
+        self.jobs.store.wait_durable().await.map_err(storage_error)?;
         self.jobs.store.store().list(filter, limit).map_err(storage_error)
     }
 
@@ -125,25 +172,72 @@ impl NodeHandle {
         Ok(count)
     }
 
-    async fn apply_job(&self, id: &str, event: JobEvent) -> Option<JobRecord> {
-        let store = self.jobs.store.store().clone();
-        let (id, now) = (id.to_string(), self.clock.unix_ms());
-        let outcome = tokio::task::spawn_blocking(move || store.update(&id, event, now, MAX_JOB_ATTEMPTS)).await;
-        match outcome {
-            Ok(Ok(Ok(job))) => Some(job),
-            Ok(Ok(Err(TransitionError::Final(_)))) => None,
-            Ok(Ok(Err(refused))) => {
+    /// Records `event` (durable at the next flush; readers wait for it).
+    fn apply_job(&self, id: &str, event: JobEvent) -> Option<JobRecord> {
+        match self.jobs.store.record(id, event, self.clock.unix_ms(), MAX_JOB_ATTEMPTS) {
+            Ok(Ok(job)) => Some(job),
+            Ok(Err(TransitionError::Final(_))) => None,
+            Ok(Err(refused)) => {
                 tracing::warn!(%refused, "job event refused");
                 None
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::error!(%error, "job store update failed; the job resumes at the next start");
                 None
             }
-            Err(error) => {
-                tracing::error!(%error, "job store task failed");
-                None
+        }
+    }
+
+    /// The completion of a job whose owner restarted while `job.node` ran
+    /// it: that node keeps the result until the owner has it. `None` when
+    /// it holds none or cannot be reached within [`HELD_RESULT_WAIT`].
+    async fn held_completion(&self, job: &JobRecord) -> Option<JobEvent> {
+        let target = job.node.as_deref().filter(|target| *target != self.name().as_str())?;
+        let deadline = self.clock.now() + HELD_RESULT_WAIT;
+        loop {
+            match self.router.held_result(target, &job.id).await {
+                Ok(Some(bytes)) => {
+                    return match ForwardReply::decode(&bytes) {
+                        ForwardReply::Done { node, .. } => {
+                            tracing::info!(job = %job.id, node = %node, "collected a result held through the restart");
+                            Some(JobEvent::Completed { node, outputs: bytes })
+                        }
+                        ForwardReply::Refused(_) => None,
+                    };
+                }
+                Ok(None) => return None,
+                Err(_) if self.clock.now() >= deadline => return None,
+                Err(_) => {
+                    let gone = self.view().member(target).is_some_and(|m| m.status == MemberStatus::Dead);
+                    if gone {
+                        return None;
+                    }
+                    tokio::time::sleep(HELD_RESULT_POLL).await;
+                }
             }
+        }
+    }
+
+    /// Every other node that ran an attempt of `job` may hold its result:
+    /// once the completion is on disk, they can drop it.
+    async fn release_results(&self, job: &JobRecord) {
+        let mut nodes: Vec<&str> = job
+            .history
+            .iter()
+            .filter_map(|step| step.node.as_deref())
+            .filter(|target| *target != self.name().as_str())
+            .collect();
+        if nodes.is_empty() {
+            return;
+        }
+        if let Err(error) = self.jobs.store.wait_durable().await {
+            tracing::warn!(job = %job.id, %error, "completion not on disk; held results stay until retention");
+            return;
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        for target in nodes {
+            self.router.release_result(target, &job.id);
         }
     }
 }
@@ -153,16 +247,23 @@ impl NodeHandle {
 async fn dispatch(node: Arc<NodeHandle>, job: JobRecord) {
     let Some((model, request)) = decode_request(&job) else {
         let failed = JobEvent::Failed { reason: "the stored request is unreadable".into(), retryable: false };
-        node.apply_job(&job.id, failed).await;
+        node.apply_job(&job.id, failed);
         return;
     };
     let requirements = Requirements { priority: request.priority, ..Requirements::default() };
     let mut job = job;
     if job.state != gpumesh_storage::jobs::JobState::Accepted {
-        // The owner stopped during this attempt: its result never arrived.
+        // The owner stopped during this attempt: the node running it keeps
+        // the result; without one, the attempt is lost.
+        if let Some(completed) = node.held_completion(&job).await {
+            if let Some(done) = node.apply_job(&job.id, completed) {
+                node.release_results(&done).await;
+            }
+            return;
+        }
         let lost =
             JobEvent::Failed { reason: format!("owner restarted during attempt {}", job.attempts), retryable: true };
-        let Some(next) = node.apply_job(&job.id, lost).await else { return };
+        let Some(next) = node.apply_job(&job.id, lost) else { return };
         job = next;
     }
     let mut waits = 0;
@@ -171,7 +272,7 @@ async fn dispatch(node: Arc<NodeHandle>, job: JobRecord) {
         let target = match node.choose(&model, &requirements, job.attempts as usize + 1, last_error.as_ref()) {
             Ok(target) => target,
             Err(error @ InferError::BadRequest(_)) => {
-                node.apply_job(&job.id, JobEvent::Failed { reason: error.to_string(), retryable: false }).await;
+                node.apply_job(&job.id, JobEvent::Failed { reason: error.to_string(), retryable: false });
                 return;
             }
             // Right after a start, gossip may not show the model's nodes
@@ -183,15 +284,23 @@ async fn dispatch(node: Arc<NodeHandle>, job: JobRecord) {
                 continue;
             }
             Err(error) => {
-                node.apply_job(&job.id, JobEvent::Failed { reason: error.to_string(), retryable: false }).await;
+                node.apply_job(&job.id, JobEvent::Failed { reason: error.to_string(), retryable: false });
                 return;
             }
         };
-        let Some(dispatched) = node.apply_job(&job.id, JobEvent::Dispatched { node: target.clone() }).await else {
+        let Some(dispatched) = node.apply_job(&job.id, JobEvent::Dispatched { node: target.clone() }) else {
             return;
         };
         job = dispatched;
-        let event = match node.run_on(&target, &model, request.clone()).await {
+        // A restarted owner collects the result from the node the disk says
+        // ran the job; run here, the result would go down with this node.
+        if target != node.name().as_str()
+            && let Err(error) = node.jobs.store.wait_durable().await
+        {
+            tracing::error!(job = %job.id, %error, "the job store cannot flush; the job resumes at the next start");
+            return;
+        }
+        let event = match node.run_on(&target, &model, Some(&job.id), request.clone()).await {
             Ok((executed_on, response)) => {
                 let outputs = ForwardReply::Done { node: executed_on.clone(), response }.encode();
                 JobEvent::Completed { node: executed_on, outputs }
@@ -202,8 +311,11 @@ async fn dispatch(node: Arc<NodeHandle>, job: JobRecord) {
                 JobEvent::Failed { reason: error.to_string(), retryable: true }
             }
         };
-        let Some(next) = node.apply_job(&job.id, event).await else { return };
+        let Some(next) = node.apply_job(&job.id, event) else { return };
         job = next;
+    }
+    if job.state == gpumesh_storage::jobs::JobState::Completed {
+        node.release_results(&job).await;
     }
 }
 

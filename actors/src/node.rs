@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub policy: Policy,
     /// Longest a forwarded request may take before the next node is tried.
     pub forward_timeout: Duration,
+    /// How long finished jobs (and results held for other owners) are kept.
+    pub job_retention: gpumesh_storage::jobs::Retention,
 }
 
 /// A running node.
@@ -153,7 +155,8 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             node: name.to_string(),
             models: models.clone(),
             infer_timeout: config.infer_timeout,
-            jobs: job_store.store().clone(),
+            jobs: job_store.clone(),
+            clock: env.clock.clone(),
         }),
         links,
         executors,
@@ -168,7 +171,13 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             return Err(Error::Start(format!("{error}")));
         }
     };
-    let jobs = crate::jobs::JobService::new(job_store, name.as_str(), identity.generation);
+    let jobs = crate::jobs::JobService::new(
+        job_store,
+        name.as_str(),
+        identity.generation,
+        config.job_retention,
+        env.clock.clone(),
+    );
     Ok(NodeHandle {
         name,
         generation: identity.generation,
@@ -241,7 +250,7 @@ impl NodeHandle {
         let mut last_error = None;
         for attempt in 1..=MAX_FORWARD_ATTEMPTS {
             let target = self.choose(model, requirements, attempt, last_error.as_ref())?;
-            match self.run_on(&target, model, request.clone()).await {
+            match self.run_on(&target, model, None, request.clone()).await {
                 Ok((node, response)) => {
                     let route = if node == me { vec![me] } else { vec![me, node.clone()] };
                     return Ok(Routed { response, route, node });
@@ -293,10 +302,13 @@ impl NodeHandle {
 
     /// Runs `request` on `target` (here, or forwarded); returns the node that
     /// executed it. A failed forward marks the target unreachable for a while.
+    /// `job` names the job it runs for: a remote target keeps the result
+    /// until the owner has it.
     pub async fn run_on(
         &self,
         target: &str,
         model: &str,
+        job: Option<&str>,
         request: InferRequest,
     ) -> std::result::Result<(String, InferResponse), InferError> {
         let me = self.name.as_str();
@@ -307,7 +319,7 @@ impl NodeHandle {
             // partition, a paused process) is given up on as soon as
             // membership declares it dead, not only at the forward timeout.
             tokio::select! {
-                result = self.router.forward(me, target, model, request) => result,
+                result = self.router.forward(me, target, model, job, request) => result,
                 () = until_dead(self.subscribe_view(), target) => Err(InferError::Unavailable(format!(
                     "node {target} was declared dead while serving the request"
                 ))),

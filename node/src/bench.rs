@@ -42,6 +42,10 @@ pub(crate) struct BenchArgs {
     /// Tensors over the binary extension instead of JSON.
     #[arg(long)]
     binary: bool,
+    /// Submit durable jobs (`POST /jobs`) instead of inferring: measures
+    /// acknowledgements, each sent only after the job is flushed to disk.
+    #[arg(long, conflicts_with = "binary")]
+    jobs: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -59,9 +63,15 @@ impl Tally {
     fn record(&mut self, outcome: &Outcome) {
         let status = outcome.status.map_or_else(|| "transport_error".to_string(), |s| s.to_string());
         *self.statuses.entry(status).or_default() += 1;
-        if outcome.status == Some(200) {
+        // 200 for an inference, 202 for an acknowledged job.
+        if matches!(outcome.status, Some(200 | 202)) {
             self.latencies_us.push(u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX));
-            *self.by_node.entry(outcome.node.clone().unwrap_or_else(|| "unknown".into())).or_default() += 1;
+            // A job is counted on its owner, which its id names.
+            let node = outcome.node.clone().or_else(|| {
+                let body: serde_json::Value = serde_json::from_slice(&outcome.body).ok()?;
+                Some(body["job_id"].as_str()?.split_once('.')?.0.to_string())
+            });
+            *self.by_node.entry(node.unwrap_or_else(|| "unknown".into())).or_default() += 1;
         }
     }
 }
@@ -75,6 +85,7 @@ struct Report {
     rate_rps: Option<f64>,
     batch_size: usize,
     binary: bool,
+    jobs: bool,
     duration_s: f64,
     requests: u64,
     errors: u64,
@@ -206,6 +217,7 @@ fn report(args: &BenchArgs, tally: Tally, elapsed: Duration) -> Report {
         rate_rps: args.rate,
         batch_size: args.batch_size,
         binary: args.binary,
+        jobs: args.jobs,
         duration_s: seconds,
         requests,
         errors: requests - ok,
@@ -233,13 +245,12 @@ fn print_report(report: &Report) {
         (_, Some(r)) => format!("open loop, {r} req/s offered"),
         _ => String::new(),
     };
-    println!(
-        "{} ({load}, batch {}, {}), {:.1} s",
-        report.model,
-        report.batch_size,
-        if report.binary { "binary" } else { "JSON" },
-        report.duration_s
-    );
+    let format = match (report.jobs, report.binary) {
+        (true, _) => "durable jobs acknowledged",
+        (false, true) => "binary",
+        (false, false) => "JSON",
+    };
+    println!("{} ({load}, batch {}, {format}), {:.1} s", report.model, report.batch_size, report.duration_s);
     println!("  requests  {} ({} errors)", report.requests, report.errors);
     println!("  throughput {:.1} req/s, {:.1} items/s", report.throughput_rps, report.items_per_s);
     let l = &report.latency_ms;
@@ -248,7 +259,7 @@ fn print_report(report: &Report) {
         l.p50, l.p90, l.p99, l.max, l.mean
     );
     println!("  statuses   {:?}", report.status_counts);
-    println!("  ran on     {:?}", report.by_node);
+    println!("  {}  {:?}", if report.jobs { "owned by" } else { "ran on  " }, report.by_node);
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -260,7 +271,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let client = reqwest::Client::new();
     let info = model_info(&client, &args.node[0], &args.model).await?;
-    let prepared = random_request(&info, args.batch_size, args.binary, Map::new(), 7)?;
+    let mut prepared = random_request(&info, args.batch_size, args.binary, Map::new(), 7)?;
+    if args.jobs {
+        prepared = prepared.into_job(&args.model)?;
+    }
     let tally = Arc::new(Mutex::new(Tally::default()));
     let bar = progress(args.duration);
     let started = Instant::now();

@@ -51,6 +51,20 @@ pub(crate) struct Prepared {
     pub(crate) body: bytes::Bytes,
     /// `Inference-Header-Content-Length` when the body uses the binary extension.
     pub(crate) header_len: Option<usize>,
+    /// Submitted as an asynchronous job (`POST /jobs`) instead of inferred.
+    pub(crate) as_job: bool,
+}
+
+impl Prepared {
+    /// The same request as the body of `POST /jobs` for `model`.
+    pub(crate) fn into_job(self, model: &str) -> anyhow::Result<Self> {
+        if self.header_len.is_some() {
+            anyhow::bail!("jobs take JSON tensors: leave out --binary");
+        }
+        let mut body: Value = serde_json::from_slice(&self.body)?;
+        body["model"] = json!(model);
+        Ok(Self { body: serde_json::to_vec(&body)?.into(), header_len: None, as_job: true })
+    }
 }
 
 fn random_data(datatype: DataType, count: usize, rng: &mut StdRng) -> TensorData {
@@ -128,7 +142,7 @@ pub(crate) fn random_request(
     let header_len = binary.then_some(header.len());
     let mut body = header;
     body.extend(payload);
-    Ok(Prepared { body: body.into(), header_len })
+    Ok(Prepared { body: body.into(), header_len, as_job: false })
 }
 
 /// What came back for one request.
@@ -145,7 +159,8 @@ pub(crate) struct Outcome {
 
 /// Sends one prepared request.
 pub(crate) async fn send(client: &reqwest::Client, base: &str, model: &str, prepared: &Prepared) -> Outcome {
-    let url = format!("{}/v2/models/{model}/infer", base.trim_end_matches('/'));
+    let base = base.trim_end_matches('/');
+    let url = if prepared.as_job { format!("{base}/jobs") } else { format!("{base}/v2/models/{model}/infer") };
     let mut request = client.post(url).timeout(Duration::from_millis(REQUEST_TIMEOUT_MS)).body(prepared.body.clone());
     request = match prepared.header_len {
         Some(len) => {

@@ -62,7 +62,7 @@ fn from_file(path: &PathBuf, extra: Map<String, Value>) -> anyhow::Result<Prepar
             params.extend(extra);
         }
     }
-    Ok(Prepared { body: serde_json::to_vec(&request)?.into(), header_len: None })
+    Ok(Prepared { body: serde_json::to_vec(&request)?.into(), header_len: None, as_job: false })
 }
 
 fn summary(outcome: &crate::client::Outcome) -> String {

@@ -77,6 +77,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         infer_timeout: Duration::from_millis(INFER_TIMEOUT_MS),
         policy: settings.policy,
         forward_timeout: Duration::from_millis(FORWARD_TIMEOUT_MS),
+        job_retention: settings.job_retention,
     };
     if settings.secret.is_none() {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");

@@ -57,6 +57,12 @@ pub(crate) struct NodeArgs {
     /// Gossip period in milliseconds; failure detection is tuned with it [default: 200].
     #[arg(long, env = "GPUMESH_GOSSIP_INTERVAL_MS", value_name = "MS")]
     pub(crate) gossip_interval_ms: Option<u64>,
+    /// Seconds a finished job (and a result held for another owner) is kept [default: 86400].
+    #[arg(long, env = "GPUMESH_JOB_RETENTION_SECS", value_name = "SECS")]
+    pub(crate) job_retention_secs: Option<u64>,
+    /// Most finished jobs kept; the oldest are dropped first [default: 100000].
+    #[arg(long, env = "GPUMESH_JOB_RETENTION_MAX_JOBS", value_name = "N")]
+    pub(crate) job_retention_max_jobs: Option<usize>,
 }
 
 /// The `--config` file: the same settings, snake_case keys.
@@ -75,6 +81,8 @@ struct FileConfig {
     secret_file: Option<PathBuf>,
     gossip_interval_ms: Option<u64>,
     policy: Option<String>,
+    job_retention_secs: Option<u64>,
+    job_retention_max_jobs: Option<usize>,
 }
 
 /// Validated settings of one node.
@@ -91,6 +99,7 @@ pub(crate) struct NodeSettings {
     pub(crate) gossip_interval: Duration,
     pub(crate) models: Vec<gpumesh_actors::ModelSpec>,
     pub(crate) policy: gpumesh_actors::Policy,
+    pub(crate) job_retention: gpumesh_storage::jobs::Retention,
 }
 
 impl NodeArgs {
@@ -135,6 +144,10 @@ impl NodeArgs {
             Some(text) => text.parse().map_err(|error: String| anyhow::anyhow!("--policy: {error}"))?,
             None => gpumesh_actors::Policy::Eta,
         };
+        let job_retention = resolve_retention(
+            self.job_retention_secs.or(file.job_retention_secs),
+            self.job_retention_max_jobs.or(file.job_retention_max_jobs),
+        )?;
         let models = match crate::models::registry_path(self.models.or(file.models).as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
             None => {
@@ -156,8 +169,24 @@ impl NodeArgs {
             gossip_interval: Duration::from_millis(gossip_interval_ms),
             models,
             policy,
+            job_retention,
         })
     }
+}
+
+fn resolve_retention(secs: Option<u64>, max_jobs: Option<usize>) -> anyhow::Result<gpumesh_storage::jobs::Retention> {
+    let default = gpumesh_storage::jobs::Retention::default();
+    let max_age_ms = match secs {
+        Some(0) => bail!("--job-retention-secs 0 would drop results before clients read them: use 1 or more"),
+        Some(secs) => secs.checked_mul(1000).context("--job-retention-secs is too large")?,
+        None => default.max_age_ms,
+    };
+    let max_finished = match max_jobs {
+        Some(0) => bail!("--job-retention-max-jobs 0 would drop every result at once: use 1 or more"),
+        Some(jobs) => jobs,
+        None => default.max_finished,
+    };
+    Ok(gpumesh_storage::jobs::Retention { max_age_ms, max_finished })
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
@@ -217,7 +246,7 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(
             &path,
-            "name = \"from-file\"\nhttp = \"127.0.0.1:9000\"\ngossip_interval_ms = 50\nseed = [\"127.0.0.1:1234\"]\n",
+            "name = \"from-file\"\nhttp = \"127.0.0.1:9000\"\ngossip_interval_ms = 50\nseed = [\"127.0.0.1:1234\"]\njob_retention_secs = 60\n",
         )
         .expect("write");
         let args = NodeArgs { config: Some(path), name: Some("from-flag".into()), ..NodeArgs::default() };
@@ -227,6 +256,8 @@ mod tests {
         assert_eq!(settings.gossip_interval, Duration::from_millis(50));
         assert_eq!(settings.seeds, vec!["127.0.0.1:1234".to_string()]);
         assert_eq!(settings.cluster_listen.port(), 7947, "default applies");
+        assert_eq!(settings.job_retention.max_age_ms, 60_000);
+        assert_eq!(settings.job_retention.max_finished, 100_000, "default applies");
     }
 
     #[test]
@@ -243,6 +274,8 @@ mod tests {
             NodeArgs { gossip_interval_ms: Some(0), ..NodeArgs::default() },
             NodeArgs { name: Some("bad name".into()), ..NodeArgs::default() },
             NodeArgs { http: Some("0.0.0.0:8080".into()), ..NodeArgs::default() },
+            NodeArgs { job_retention_secs: Some(0), ..NodeArgs::default() },
+            NodeArgs { job_retention_max_jobs: Some(0), ..NodeArgs::default() },
         ];
         for args in cases {
             assert!(args.resolve().is_err());

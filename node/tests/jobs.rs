@@ -383,3 +383,66 @@ async fn a_job_on_a_node_that_goes_silent_is_redispatched_within_the_detection_b
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(silent.pid()), nix::sys::signal::Signal::SIGCONT)
         .expect("continue");
 }
+
+/// `node`'s own report of requests of `echo` queued or running on it.
+async fn echo_load(client: &reqwest::Client, node: &TestNode) -> Option<u32> {
+    let view = fetch_view(client, &node.url).await?;
+    let me = view.nodes.iter().find(|n| n.name == node.name)?;
+    me.models.iter().find(|m| m.name == "echo").map(|m| m.inflight + m.queue_depth)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_while_its_job_runs_collects_the_held_result_after_restart() {
+    let Dispatched { _dir, mut n1, executors, client, id, running_on } = job_dispatched_to_an_executor(5.0).await;
+    let executor = executors.iter().find(|n| n.name == running_on).expect("an executor");
+    wait_until("the executor runs the job", Duration::from_secs(5), || async {
+        (echo_load(&client, executor).await? > 0).then_some(())
+    })
+    .await;
+    n1.kill9();
+    // The executor finishes while the owner is down and keeps the result.
+    wait_until("the executor finishes the job", Duration::from_secs(10), || async {
+        (echo_load(&client, executor).await? == 0).then_some(())
+    })
+    .await;
+    let (secret, empty) = (_dir.path().join("secret"), _dir.path().join("empty.toml"));
+    let n1 = node(_dir.path(), "n1", &empty, &secret, std::slice::from_ref(&executor.gossip), free_ports());
+    let job = wait_completed(&client, &n1.url, &id, Duration::from_secs(15)).await;
+    assert_eq!(job["node"].as_str(), Some(running_on.as_str()), "{job}");
+    assert_eq!(job["attempts"], 1, "the held result was collected, not computed again: {job}");
+    assert_eq!(job["outputs"][0]["data"], json!([5.0]));
+    assert_monotone(&job);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_dropped_after_the_retention_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let echo = echo_registry(path, "echo", 1, 100);
+    let spec = NodeSpec {
+        name: Some("n1"),
+        dir: path,
+        data_dir_name: "n1",
+        secret: None,
+        seeds: &[],
+        ports: free_ports(),
+        models: Some(&echo),
+    };
+    let n1 = TestNode::start_with(&spec, &["--job-retention-secs", "2"]);
+    let client = reqwest::Client::new();
+    let url = n1.url.clone();
+    wait_until("n1 is ready", Duration::from_secs(10), || async {
+        (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    let id = submit(&client, &n1.url, &job_body(1.5, None)).await["job_id"].as_str().expect("id").to_string();
+    let job = wait_completed(&client, &n1.url, &id, Duration::from_secs(10)).await;
+    let completed_ms = job["updated_ms"].as_u64().expect("updated");
+    wait_until("retention drops the finished job", Duration::from_secs(10), || async {
+        let response = client.get(format!("{}/jobs/{id}", n1.url)).send().await.ok()?;
+        (response.status() == 404).then_some(())
+    })
+    .await;
+    let dropped_after = std::time::SystemTime::UNIX_EPOCH.elapsed().expect("clock").as_millis() as u64 - completed_ms;
+    assert!(dropped_after >= 2_000, "kept for the retention time first: dropped after {dropped_after} ms");
+}

@@ -136,6 +136,7 @@ impl HostSetup {
             infer_timeout: Duration::from_secs(30),
             policy: gpumesh_actors::Policy::Eta,
             forward_timeout: Duration::from_secs(10),
+            job_retention: gpumesh_storage::jobs::Retention::default(),
         };
         let node = start_node(config, self.env(ip)).await?;
         let observed = Observed { generation: node.generation(), view: node.subscribe_view() };

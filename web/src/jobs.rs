@@ -101,6 +101,6 @@ pub(crate) async fn list(
         }
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT);
-    let jobs = state.node.jobs(filter, limit)?;
+    let jobs = state.node.jobs(filter, limit).await?;
     Ok(Json(json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() })))
 }

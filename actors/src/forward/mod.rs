@@ -9,6 +9,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gpumesh_storage::JobStore as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
@@ -31,6 +32,12 @@ pub enum ForwardMsg {
     /// A job this node owns, as JSON; empty when there is none.
     #[rpc]
     JobStatus(String, RpcReplyPort<String>),
+    /// The result this node holds for a job (a [`ForwardReply`]'s bytes);
+    /// empty when it holds none.
+    #[rpc]
+    HeldResult(String, RpcReplyPort<Vec<u8>>),
+    /// The owner of a job has its result: drop the one held here.
+    ReleaseResult(String),
 }
 
 /// This node's endpoint for forwarded requests.
@@ -42,7 +49,8 @@ pub(crate) struct ForwardArgs {
     pub(crate) node: String,
     pub(crate) models: Arc<Vec<Arc<ServedModel>>>,
     pub(crate) infer_timeout: Duration,
-    pub(crate) jobs: gpumesh_storage::SledJobStore,
+    pub(crate) jobs: gpumesh_storage::jobs::DurableJobs,
+    pub(crate) clock: Arc<dyn crate::env::Clock>,
 }
 
 impl Actor for ForwardActor {
@@ -71,9 +79,24 @@ impl Actor for ForwardActor {
                 let _ = reply.send(doc.and_then(|doc| serde_json::to_string(&doc).ok()).unwrap_or_default());
             }
             ForwardMsg::JobStatus(id, reply) => {
-                use gpumesh_storage::JobStore as _;
-                let job = state.jobs.get(&id).ok().flatten();
-                let _ = reply.send(job.and_then(|job| serde_json::to_string(&job).ok()).unwrap_or_default());
+                let jobs = state.jobs.clone();
+                // Only what is on disk is shown, so no reader sees a state a
+                // crash could take back.
+                tokio::spawn(async move {
+                    let job = match jobs.wait_durable().await {
+                        Ok(()) => jobs.store().get(&id).ok().flatten(),
+                        Err(_) => None,
+                    };
+                    let _ = reply.send(job.and_then(|job| serde_json::to_string(&job).ok()).unwrap_or_default());
+                });
+            }
+            ForwardMsg::HeldResult(id, reply) => {
+                let _ = reply.send(state.jobs.store().held_result(&id).ok().flatten().unwrap_or_default());
+            }
+            ForwardMsg::ReleaseResult(id) => {
+                if let Err(error) = state.jobs.store().release_result(&id) {
+                    tracing::warn!(job = %id, %error, "could not drop a held result; retention drops it later");
+                }
             }
             ForwardMsg::Infer(request, reply) => {
                 let args = state.clone();
@@ -89,8 +112,8 @@ impl Actor for ForwardActor {
 }
 
 async fn serve(args: &ForwardArgs, request: ForwardRequest) -> ForwardReply {
-    let (model, route, request) = match request {
-        ForwardRequest::Valid { model, route, request } => (model, route, request),
+    let (model, route, job, request) = match request {
+        ForwardRequest::Valid { model, route, job, request } => (model, route, job, request),
         ForwardRequest::Invalid(reason) => {
             tracing::warn!(%reason, "refused a malformed forwarded request");
             return ForwardReply::Refused(InferError::BadRequest(format!("malformed forwarded request: {reason}")));
@@ -99,9 +122,25 @@ async fn serve(args: &ForwardArgs, request: ForwardRequest) -> ForwardReply {
     let Some(served) = args.models.iter().find(|m| m.spec.name == model) else {
         return ForwardReply::Refused(InferError::Unavailable(format!("model {model} is not loaded on {}", args.node)));
     };
-    tracing::debug!(model = %model, from = ?route.last(), "serving a forwarded request");
-    match infer(served, request, args.infer_timeout).await {
-        Ok(response) => ForwardReply::Done { node: args.node.clone(), response },
-        Err(error) => ForwardReply::Refused(error),
+    tracing::debug!(model = %model, from = ?route.last(), job = ?job, "serving a forwarded request");
+    let Some(job) = job else {
+        return match infer(served, request, args.infer_timeout).await {
+            Ok(response) => ForwardReply::Done { node: args.node.clone(), response },
+            Err(error) => ForwardReply::Refused(error),
+        };
+    };
+    // A job sent here again (its owner lost the reply) gets the result
+    // already computed.
+    if let Ok(Some(held)) = args.jobs.store().held_result(&job) {
+        return ForwardReply::decode(&held);
     }
+    let response = match infer(served, request, args.infer_timeout).await {
+        Ok(response) => response,
+        Err(error) => return ForwardReply::Refused(error),
+    };
+    let reply = ForwardReply::Done { node: args.node.clone(), response };
+    if let Err(error) = args.jobs.hold_result(&job, args.clock.unix_ms(), &reply.encode()).await {
+        tracing::warn!(job = %job, %error, "could not keep a job result until its owner has it");
+    }
+    reply
 }

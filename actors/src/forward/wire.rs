@@ -28,6 +28,9 @@ pub enum ForwardRequest {
         model: String,
         /// Nodes the request passed through, the sender last.
         route: Vec<String>,
+        /// The job this request runs for: the executing node keeps the
+        /// result until the job's owner has it.
+        job: Option<String>,
         request: InferRequest,
     },
     /// Bytes that did not decode; the reason says why.
@@ -148,9 +151,10 @@ impl ForwardRequest {
         let mut w = Writer(Vec::new());
         w.0.extend(REQUEST_MAGIC);
         match self {
-            Self::Valid { model, route, request } => {
+            Self::Valid { model, route, job, request } => {
                 w.str(model);
                 w.str(&route.join(">"));
+                w.str(job.as_deref().unwrap_or(""));
                 w.u8(request.priority);
                 w.u32(u32::try_from(request.outputs.len()).unwrap_or(u32::MAX));
                 for output in &request.outputs {
@@ -173,11 +177,12 @@ impl ForwardRequest {
             }
             let model = r.str()?;
             let route: Vec<String> = r.str()?.split('>').filter(|s| !s.is_empty()).map(String::from).collect();
+            let job = Some(r.str()?).filter(|id| !id.is_empty());
             let priority = r.u8()?.min(10);
             let outputs = (0..r.count(MAX_TENSORS, "outputs")?).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?;
             let inputs = r.tensors()?;
             r.finish()?;
-            Ok(Self::Valid { model, route, request: InferRequest { inputs, outputs, priority } })
+            Ok(Self::Valid { model, route, job, request: InferRequest { inputs, outputs, priority } })
         };
         decode().unwrap_or_else(Self::Invalid)
     }
@@ -285,6 +290,7 @@ mod tests {
         ForwardRequest::Valid {
             model: "tiny".into(),
             route: vec!["a".into()],
+            job: Some("a.1-2".into()),
             request: InferRequest {
                 inputs: vec![
                     Tensor::new("x", vec![2, 2], TensorData::Fp32(vec![1.0, -2.0, 3.5, 0.0])).expect("tensor"),

@@ -157,18 +157,46 @@ impl Router {
         }
     }
 
-    /// Sends `request` to `target`'s forward endpoint.
+    /// Asks `target` for the result it holds for job `id` (a
+    /// [`ForwardReply`]'s bytes): `Ok(None)` when it holds none, `Err` when
+    /// it cannot be asked.
+    pub(crate) async fn held_result(&self, target: &str, id: &str) -> Result<Option<Vec<u8>>, InferError> {
+        let Some(endpoint) = Self::endpoint(target).await else {
+            return Err(InferError::Unavailable(format!("no link to node {target} yet")));
+        };
+        match endpoint.call(|reply| ForwardMsg::HeldResult(id.to_string(), reply), Some(self.forward_timeout)).await {
+            Ok(CallResult::Success(bytes)) => Ok(Some(bytes).filter(|bytes| !bytes.is_empty())),
+            _ => Err(InferError::Unavailable(format!("node {target} did not answer"))),
+        }
+    }
+
+    /// Tells `target` that the owner has job `id`'s result (best effort:
+    /// retention drops what is never released).
+    pub(crate) fn release_result(&self, target: &str, id: &str) {
+        if let Some(endpoint) = Self::endpoint_now(target) {
+            let _ = endpoint.cast(ForwardMsg::ReleaseResult(id.to_string()));
+        }
+    }
+
+    /// Sends `request` to `target`'s forward endpoint; `job` names the job
+    /// it runs for, if any.
     pub(crate) async fn forward(
         &self,
         from: &str,
         target: &str,
         model: &str,
+        job: Option<&str>,
         request: InferRequest,
     ) -> Result<(String, InferResponse), InferError> {
         let Some(endpoint) = Self::endpoint(target).await else {
             return Err(InferError::Unavailable(format!("no link to node {target} yet")));
         };
-        let payload = ForwardRequest::Valid { model: model.to_string(), route: vec![from.to_string()], request };
+        let payload = ForwardRequest::Valid {
+            model: model.to_string(),
+            route: vec![from.to_string()],
+            job: job.map(String::from),
+            request,
+        };
         let timeout_ms = self.forward_timeout.as_millis();
         match endpoint.call(|reply| ForwardMsg::Infer(payload, reply), Some(self.forward_timeout)).await {
             Ok(CallResult::Success(ForwardReply::Done { node, response })) => Ok((node, response)),

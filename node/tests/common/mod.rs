@@ -65,6 +65,11 @@ pub struct NodeSpec<'a> {
 
 impl TestNode {
     pub fn start(spec: &NodeSpec<'_>) -> Self {
+        Self::start_with(spec, &[])
+    }
+
+    /// Starts a node with more flags after those `spec` gives.
+    pub fn start_with(spec: &NodeSpec<'_>, extra_args: &[&str]) -> Self {
         let (http, gossip, cluster) = spec.ports;
         let data_dir = spec.dir.join(spec.data_dir_name);
         let log = spec.dir.join(format!("{}.{}.log", spec.data_dir_name, http));
@@ -94,6 +99,7 @@ impl TestNode {
         if let Some(models) = spec.models {
             command.arg("--models").arg(models);
         }
+        command.args(extra_args);
         let child = command.spawn().expect("gpumesh node starts");
         Self {
             name: spec.name.unwrap_or(spec.data_dir_name).to_string(),

@@ -3,9 +3,10 @@
 //! Layout (one sled tree each): `job_meta` id -> JSON of the record without
 //! its payloads; `job_request` and `job_outputs` id -> raw bytes (tensors
 //! stay binary); `job_by_state` state byte + created ms + id -> (); and
-//! `job_idem` idempotency key -> id. Every change runs in one multi-tree
-//! transaction and is flushed before the call returns: a caller that gets
-//! `Ok` may acknowledge the job.
+//! `job_idem` idempotency key -> id; `job_held` id -> held ms (big endian)
+//! and the result bytes of a job this node ran for another owner. Every
+//! change runs in one multi-tree transaction and is flushed before the call
+//! returns: a caller that gets `Ok` may acknowledge the job.
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -40,6 +41,13 @@ pub struct Retention {
     pub max_finished: usize,
 }
 
+impl Default for Retention {
+    /// A day, and at most 100,000 finished jobs.
+    fn default() -> Self {
+        Self { max_age_ms: 24 * 3_600_000, max_finished: 100_000 }
+    }
+}
+
 /// Where jobs live.
 pub trait JobStore: Send + Sync {
     /// Stores a new job durably, or returns the job already stored under
@@ -58,8 +66,16 @@ pub trait JobStore: Send + Sync {
     fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>>;
     /// Every job not yet completed or failed: what a restarted owner resumes.
     fn recover(&self) -> Result<Vec<JobRecord>>;
-    /// Drops finished jobs beyond `retention`, oldest first; returns how many.
+    /// Drops finished jobs beyond `retention`, oldest first, and held
+    /// results older than its age; returns how many jobs and results.
     fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize>;
+    /// Keeps the result of a job this node ran for its owner until the
+    /// owner has it (durable after the next flush).
+    fn hold_result(&self, id: &str, now_ms: u64, reply: &[u8]) -> Result<()>;
+    /// The result held for `id`, if any.
+    fn held_result(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// Drops the result held for `id`: its owner has it.
+    fn release_result(&self, id: &str) -> Result<()>;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,6 +126,7 @@ pub struct SledJobStore {
     outputs: sled::Tree,
     by_state: sled::Tree,
     idem: sled::Tree,
+    held: sled::Tree,
 }
 
 impl SledJobStore {
@@ -123,6 +140,7 @@ impl SledJobStore {
             outputs: db.open_tree("job_outputs")?,
             by_state: db.open_tree("job_by_state")?,
             idem: db.open_tree("job_idem")?,
+            held: db.open_tree("job_held")?,
         })
     }
 
@@ -156,12 +174,6 @@ impl SledJobStore {
         })
     }
 
-    fn flushed<T>(&self, result: std::result::Result<T, TransactionError<String>>) -> Result<T> {
-        let value = Self::committed(result)?;
-        self.flush()?;
-        Ok(value)
-    }
-
     /// Flushes every write so far to disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
@@ -172,6 +184,39 @@ impl SledJobStore {
     /// Flushes done since this store was opened.
     pub fn flushes(&self) -> u64 {
         self.flush_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`JobStore::update`] without the flush: for group commit.
+    pub(crate) fn update_unflushed(
+        &self,
+        id: &str,
+        event: JobEvent,
+        now_ms: u64,
+        max_attempts: u32,
+    ) -> Result<std::result::Result<JobRecord, TransitionError>> {
+        let Some(current) = self.get(id)? else { return Err(Error::UnknownJob(id.to_string())) };
+        let next = match apply(&current, event, now_ms, max_attempts) {
+            Ok(next) => next,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let trees = (&self.meta, &self.outputs, &self.by_state);
+        let result = trees.transaction(|(meta, outputs, by_state)| {
+            // The stored record must still be the one `next` was made from.
+            let stored = meta.get(id.as_bytes())?.ok_or_else(|| corrupt("job record"))?;
+            let stored: Meta = serde_json::from_slice(&stored).map_err(|_| corrupt("job record"))?;
+            if stored.history.len() != current.history.len() || stored.state != current.state {
+                return Err(ConflictableTransactionError::Abort("job changed concurrently; retry".into()));
+            }
+            write_meta(meta, &next)?;
+            if let Some(bytes) = &next.outputs {
+                outputs.insert(id.as_bytes(), bytes.as_slice())?;
+            }
+            by_state.remove(index_key(current.state, current.created_ms, id))?;
+            by_state.insert(index_key(next.state, next.created_ms, id), &[])?;
+            Ok(())
+        });
+        Self::committed(result)?;
+        Ok(Ok(next))
     }
 
     /// [`JobStore::insert`] without the flush: for group commit, which
@@ -254,29 +299,11 @@ impl JobStore for SledJobStore {
         now_ms: u64,
         max_attempts: u32,
     ) -> Result<std::result::Result<JobRecord, TransitionError>> {
-        let Some(current) = self.get(id)? else { return Err(Error::UnknownJob(id.to_string())) };
-        let next = match apply(&current, event, now_ms, max_attempts) {
-            Ok(next) => next,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        let trees = (&self.meta, &self.outputs, &self.by_state);
-        let result = trees.transaction(|(meta, outputs, by_state)| {
-            // The stored record must still be the one `next` was made from.
-            let stored = meta.get(id.as_bytes())?.ok_or_else(|| corrupt("job record"))?;
-            let stored: Meta = serde_json::from_slice(&stored).map_err(|_| corrupt("job record"))?;
-            if stored.history.len() != current.history.len() || stored.state != current.state {
-                return Err(ConflictableTransactionError::Abort("job changed concurrently; retry".into()));
-            }
-            write_meta(meta, &next)?;
-            if let Some(bytes) = &next.outputs {
-                outputs.insert(id.as_bytes(), bytes.as_slice())?;
-            }
-            by_state.remove(index_key(current.state, current.created_ms, id))?;
-            by_state.insert(index_key(next.state, next.created_ms, id), &[])?;
-            Ok(())
-        });
-        self.flushed(result)?;
-        Ok(Ok(next))
+        let outcome = self.update_unflushed(id, event, now_ms, max_attempts)?;
+        if outcome.is_ok() {
+            self.flush()?;
+        }
+        Ok(outcome)
     }
 
     fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>> {
@@ -324,8 +351,38 @@ impl JobStore for SledJobStore {
                 self.idem.remove(key.as_bytes())?;
             }
         }
+        let mut dropped = doomed.len();
+        for entry in self.held.iter() {
+            let (id, value) = entry?;
+            let held_ms = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+            if now_ms.saturating_sub(held_ms) > retention.max_age_ms {
+                self.held.remove(id)?;
+                dropped += 1;
+            }
+        }
         self.flush()?;
-        Ok(doomed.len())
+        Ok(dropped)
+    }
+
+    fn hold_result(&self, id: &str, now_ms: u64, reply: &[u8]) -> Result<()> {
+        let mut value = Vec::with_capacity(8 + reply.len());
+        value.extend(now_ms.to_be_bytes());
+        value.extend(reply);
+        self.held.insert(id.as_bytes(), value)?;
+        Ok(())
+    }
+
+    fn held_result(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        match self.held.get(id.as_bytes())? {
+            Some(value) if value.len() >= 8 => Ok(Some(value[8..].to_vec())),
+            Some(_) => Err(Error::Corrupt { what: "held result" }),
+            None => Ok(None),
+        }
+    }
+
+    fn release_result(&self, id: &str) -> Result<()> {
+        self.held.remove(id.as_bytes())?;
+        Ok(())
     }
 }
 

@@ -115,3 +115,23 @@ fn retention_drops_the_oldest_finished_jobs() {
     assert_eq!(dropped, 3, "too old");
     assert_eq!(store.recover().expect("recover").len(), 2, "active jobs are never pruned");
 }
+
+#[test]
+fn held_results_survive_a_reopen_until_released_or_too_old() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (_db, store) = open(dir.path());
+        store.hold_result("n1.a", 1_000, b"result a").expect("hold");
+        store.hold_result("n1.b", 5_000, b"result b").expect("hold");
+        store.flush().expect("flush");
+    }
+    let (_db, store) = open(dir.path());
+    assert_eq!(store.held_result("n1.a").expect("read").as_deref(), Some(&b"result a"[..]));
+    store.release_result("n1.a").expect("release");
+    assert_eq!(store.held_result("n1.a").expect("read"), None, "released");
+    assert_eq!(store.held_result("n1.zz").expect("read"), None);
+    let retention = Retention { max_age_ms: 10_000, max_finished: 100 };
+    assert_eq!(store.prune(12_000, retention).expect("prune"), 0, "n1.b is 7 s old");
+    assert_eq!(store.prune(15_001, retention).expect("prune"), 1, "n1.b is over 10 s old");
+    assert_eq!(store.held_result("n1.b").expect("read"), None);
+}
