@@ -6,6 +6,7 @@
 //! network except through this.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gpumesh_membership::transport::{Transport, UdpTransport};
 use rand::SeedableRng;
@@ -56,6 +57,22 @@ pub struct NodeEnv {
     pub probe: ProbeFactory,
     /// Run a ractor_cluster node server and link to peers over TCP.
     pub cluster_links: bool,
+    /// How calls reach other nodes' forward endpoints.
+    pub peers: Arc<dyn crate::forward::peers::PeerNet>,
+    /// Where jobs are kept.
+    pub job_storage: JobStorage,
+}
+
+/// Where a node keeps its jobs.
+#[derive(Clone)]
+pub enum JobStorage {
+    /// sled in the data dir, flushed by a thread of its own.
+    Sled,
+    /// The simulator's store (its storage fault model: unflushed writes are
+    /// lost in a crash), flushed by a task after a simulated disk latency.
+    /// `ack_before_flush` is the deliberately broken build the simulator
+    /// must catch.
+    Simulated { store: Arc<dyn gpumesh_storage::JobStore>, flush_latency: Duration, ack_before_flush: bool },
 }
 
 impl NodeEnv {
@@ -67,6 +84,8 @@ impl NodeEnv {
             gossip_transport: Arc::new(UdpTransport),
             probe: Arc::new(|| Box::new(SystemProbe::new()) as Box<dyn HardwareProbe>),
             cluster_links: true,
+            peers: Arc::new(crate::forward::peers::ClusterPeers),
+            job_storage: JobStorage::Sled,
         }
     }
 

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gpumesh_storage::jobs::{
-    DurableJobs, Inserted, JobEvent, JobRecord, JobStore, Retention, StateFilter, TransitionError,
-};
+use gpumesh_storage::jobs::{DurableJobs, Inserted, JobEvent, JobRecord, Retention, StateFilter, TransitionError};
 
 use crate::env::Clock;
 
@@ -79,12 +77,10 @@ async fn prune_periodically(jobs: DurableJobs, retention: Retention, clock: Arc<
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let (store, now) = (jobs.store().clone(), clock.unix_ms());
-        match tokio::task::spawn_blocking(move || store.prune(now, retention)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(dropped)) => tracing::info!(dropped, "retention dropped old finished jobs and held results"),
-            Ok(Err(error)) => tracing::warn!(%error, "retention failed; it runs again later"),
-            Err(error) => tracing::warn!(%error, "retention task failed; it runs again later"),
+        match jobs.prune(clock.unix_ms(), retention).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "retention dropped old finished jobs and held results"),
+            Err(error) => tracing::warn!(%error, "retention failed; it runs again later"),
         }
     }
 }
@@ -237,7 +233,7 @@ impl NodeHandle {
         nodes.sort_unstable();
         nodes.dedup();
         for target in nodes {
-            self.router.release_result(target, &job.id);
+            self.router.release_result(target, &job.id).await;
         }
     }
 }

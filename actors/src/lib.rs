@@ -35,7 +35,7 @@ mod supervisor;
 pub mod tensor;
 mod view;
 
-pub use env::{Clock, NodeEnv, ProbeFactory, RngFactory, SystemClock};
+pub use env::{Clock, JobStorage, NodeEnv, ProbeFactory, RngFactory, SystemClock};
 pub use executor::{InferError, InferRequest, InferResponse, MetadataDoc, ModelMetadata, ServedModel, TensorMeta};
 pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use node::{NodeConfig, NodeHandle, start_node};

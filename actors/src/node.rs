@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gpumesh_membership::{ClusterSecret, ClusterView, Membership, MembershipConfig, NodeInfo, NodeName};
+use gpumesh_storage::jobs::{DurableJobs, Flusher};
 use gpumesh_storage::{Identity, NodeStore};
 use ractor::{Actor, ActorRef};
 use rand::RngExt;
@@ -95,7 +96,14 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         env.clock.unix_ms(),
     )?;
     let name = NodeName::new(identity.name)?;
-    let job_store = gpumesh_storage::jobs::DurableJobs::start(store.jobs()?);
+    let job_store = match &env.job_storage {
+        crate::env::JobStorage::Sled => DurableJobs::start(Arc::new(store.jobs()?), Flusher::Thread),
+        crate::env::JobStorage::Simulated { store, flush_latency, ack_before_flush } => {
+            let jobs = DurableJobs::start(store.clone(), Flusher::Task { latency: *flush_latency });
+            jobs.set_ack_before_flush(*ack_before_flush);
+            jobs
+        }
+    };
     let has_gpu = !(env.probe)().sample().gpus.is_empty();
     let loaded = load_models(&config.models, &config.ort_library_candidates, has_gpu).await.map_err(Error::Models)?;
     let executors: Vec<ExecutorArgs> = loaded
@@ -151,7 +159,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             view_tx,
             interval: refresh_interval,
         },
-        forward: env.cluster_links.then(|| ForwardArgs {
+        forward: Some(ForwardArgs {
             node: name.to_string(),
             models: models.clone(),
             infer_timeout: config.infer_timeout,
@@ -163,7 +171,13 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
     };
     let stale_after_ms =
         u64::try_from((config.gossip_interval * STALE_AFTER_INTERVALS).as_millis()).unwrap_or(u64::MAX);
-    let router = Router::new(config.policy, RouteParams { stale_after_ms }, env.fork_rng(), config.forward_timeout);
+    let router = Router::new(
+        config.policy,
+        RouteParams { stale_after_ms },
+        env.fork_rng(),
+        config.forward_timeout,
+        env.peers.clone(),
+    );
     let (supervisor, supervisor_task) = match Actor::spawn(None, SupervisorActor, args).await {
         Ok(spawned) => spawned,
         Err(error) => {

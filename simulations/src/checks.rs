@@ -24,6 +24,8 @@ pub(crate) struct Checker {
     formation_ms: Option<u64>,
     detections: Vec<Detection>,
     converging_since_ms: Option<u64>,
+    /// A partition, loss, latency or pause is in force: nodes may disagree.
+    network_faulted: bool,
     pub(crate) detect_ms_max: u64,
     pub(crate) converge_ms_max: u64,
     pub(crate) failures: Vec<String>,
@@ -40,6 +42,7 @@ impl Checker {
             formation_ms: None,
             detections: Vec::new(),
             converging_since_ms: None,
+            network_faulted: false,
             detect_ms_max: 0,
             converge_ms_max: 0,
             failures: Vec::new(),
@@ -60,6 +63,15 @@ impl Checker {
             FaultAction::Restart { node, .. } => {
                 self.running.insert(node.clone());
                 self.converging_since_ms = Some(now_ms);
+            }
+            FaultAction::Heal => {
+                self.network_faulted = false;
+                self.converging_since_ms = Some(now_ms);
+            }
+            FaultAction::Resume { .. } => self.converging_since_ms = Some(now_ms),
+            _ => {
+                self.network_faulted = true;
+                self.converging_since_ms = None;
             }
         }
     }
@@ -127,7 +139,7 @@ impl Checker {
             true
         });
         self.failures.extend(failures);
-        if let Some(since) = self.converging_since_ms {
+        if let Some(since) = self.converging_since_ms.filter(|_| !self.network_faulted) {
             if agreed {
                 self.converge_ms_max = self.converge_ms_max.max(now_ms - since);
                 self.converging_since_ms = None;

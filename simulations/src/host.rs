@@ -9,18 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gpumesh_actors::{Clock, HardwareProbe, HardwareSample, NodeConfig, NodeEnv, start_node};
+use gpumesh_actors::{Clock, HardwareProbe, HardwareSample, JobStorage, NodeConfig, NodeEnv, start_node};
 use gpumesh_membership::{ClusterSecret, ClusterView, CpuStats, GpuStats};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::net::{Mailbox, SimTransport};
-use crate::scenario::NodeSpec;
+use crate::peers::{CLUSTER_PORT, SimPeers, WorkLog};
+use crate::scenario::{NodeSpec, Workload};
+use crate::store::SimJobStore;
 use crate::trace::TraceLog;
+use crate::workload::{Client, Ledger, MODEL};
 
 pub(crate) const GOSSIP_PORT: u16 = 7946;
-const CLUSTER_PORT: u16 = 7947;
 const HTTP_PORT: u16 = 8080;
 const METRICS_INTERVAL_MS: u64 = 1_000;
 /// Every simulated node shares this secret.
@@ -86,6 +88,28 @@ pub(crate) struct HostSetup {
     pub(crate) mailbox: Mailbox,
     pub(crate) registry: Registry,
     pub(crate) trace: TraceLog,
+    pub(crate) work: WorkLog,
+    /// The node's job store: it outlives the node's crashes, minus what was not flushed.
+    pub(crate) store: SimJobStore,
+    pub(crate) flush_latency: Duration,
+    /// The deliberately broken build: acknowledge jobs before their flush.
+    pub(crate) ack_before_flush: bool,
+    pub(crate) policy: gpumesh_actors::Policy,
+    /// This node's client and its rate, if it has one.
+    pub(crate) client: Option<(Workload, f64)>,
+    pub(crate) index: u32,
+    pub(crate) ledger: Ledger,
+}
+
+/// The model a node serves: an echo with the node's service times.
+fn models(spec: &NodeSpec) -> anyhow::Result<Vec<gpumesh_actors::ModelSpec>> {
+    let Some(service_ms) = spec.service_ms else { return Ok(Vec::new()) };
+    let text = format!(
+        "[[model]]\nname = \"{MODEL}\"\nkind = \"synthetic\"\nservice_time_ms = {service_ms}\n\
+         service_time_per_item_ms = {}\nmax_batch_size = {}\nmax_queue_size = 100000\n",
+        spec.service_per_item_ms, spec.max_batch_size
+    );
+    Ok(gpumesh_actors::parse_registry(&text, std::path::Path::new("."))?)
 }
 
 fn mix(value: u64) -> u64 {
@@ -111,6 +135,16 @@ impl HostSetup {
             }),
             probe: Arc::new(move || Box::new(SimProbe { spec: spec.clone() }) as Box<dyn HardwareProbe>),
             cluster_links: false,
+            peers: Arc::new(SimPeers {
+                name: self.spec.name.clone(),
+                trace: self.trace.clone(),
+                work: self.work.clone(),
+            }),
+            job_storage: JobStorage::Simulated {
+                store: Arc::new(self.store.clone()),
+                flush_latency: self.flush_latency,
+                ack_before_flush: self.ack_before_flush,
+            },
         }
     }
 
@@ -131,21 +165,38 @@ impl HostSetup {
             gossip_interval: self.gossip_interval,
             metrics_interval: Duration::from_millis(METRICS_INTERVAL_MS),
             secret: ClusterSecret::from_bytes(SIM_SECRET),
-            models: Vec::new(),
+            models: models(&self.spec)?,
             ort_library_candidates: Vec::new(),
             infer_timeout: Duration::from_secs(30),
-            policy: gpumesh_actors::Policy::Eta,
+            policy: self.policy,
             forward_timeout: Duration::from_secs(10),
             job_retention: gpumesh_storage::jobs::Retention::default(),
         };
-        let node = start_node(config, self.env(ip)).await?;
+        let server = tokio::spawn(crate::peers::serve(self.spec.name.clone()));
+        let env = self.env(ip);
+        let client_rng = env.fork_rng();
+        let node = Arc::new(start_node(config, env).await?);
+        node.resume_jobs()?;
         let observed = Observed { generation: node.generation(), view: node.subscribe_view() };
         self.registry
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.spec.name.clone(), observed);
+        if let Some((workload, rate_per_s)) = self.client.clone() {
+            let client = Client {
+                node: node.clone(),
+                index: self.index,
+                workload,
+                rate_per_s,
+                rng: client_rng,
+                ledger: self.ledger.clone(),
+                trace: self.trace.clone(),
+            };
+            tokio::spawn(client.run());
+        }
         std::future::pending::<()>().await;
         drop(node);
+        server.abort();
         Ok(())
     }
 }

@@ -8,10 +8,15 @@
 mod checks;
 mod entropy;
 mod host;
+mod jobcheck;
 mod net;
+mod peers;
 mod report;
 mod scenario;
+mod store;
+mod sweep;
 mod trace;
+mod workload;
 mod world;
 
 use std::io::Write as _;
@@ -20,8 +25,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::report::{JobCounts, MembershipReport, Report};
+use std::collections::BTreeMap;
+
+use crate::report::{JobCounts, MembershipReport, PolicyLatency, Report};
 use crate::scenario::Scenario;
+use crate::trace::TraceLog;
+use crate::world::RunOptions;
 
 /// Deterministic simulation of a gpumesh cluster.
 #[derive(Parser, Debug)]
@@ -32,6 +41,17 @@ struct Cli {
     /// Seed of every random choice in the run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run every seed of a range such as 1..200 (inclusive), each in its own
+    /// process, and print a summary.
+    #[arg(long, value_name = "A..B", conflicts_with = "trace")]
+    seeds: Option<String>,
+    /// Routing policy of every node (overrides the scenario's `policies`).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Run a deliberately broken build to show the checks catch it:
+    /// `ack-before-flush` acknowledges jobs before they are on disk.
+    #[arg(long, value_name = "BUG")]
+    inject_bug: Option<String>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -57,35 +77,85 @@ fn wall_clock() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+fn policies(cli: &Cli, scenario: &Scenario) -> anyhow::Result<Vec<gpumesh_actors::Policy>> {
+    let names: Vec<String> = match &cli.policy {
+        Some(policy) => vec![policy.clone()],
+        None if scenario.policies.is_empty() => vec!["eta".into()],
+        None => scenario.policies.clone(),
+    };
+    names.iter().map(|name| name.parse().map_err(|error: String| anyhow::anyhow!("--policy: {error}"))).collect()
+}
+
 fn run(cli: &Cli) -> anyhow::Result<Report> {
     let scenario = Scenario::load(&cli.scenario)?;
+    let ack_before_flush = match cli.inject_bug.as_deref() {
+        None => false,
+        Some("ack-before-flush") => true,
+        Some(other) => anyhow::bail!("unknown --inject-bug {other:?}: the one there is is ack-before-flush"),
+    };
+    let policies = policies(cli, &scenario)?;
     let started = wall_clock();
-    let output = world::run(&scenario, cli.seed)?;
-    let wall_seconds = started.elapsed().as_secs_f64();
-    if let Some(path) = &cli.trace {
-        let mut file = std::fs::File::create(path)?;
-        for line in output.trace.lines() {
-            writeln!(file, "{line}")?;
-        }
-    }
-    let checker = &output.checker;
-    Ok(Report {
+    let trace = TraceLog::default();
+    let mut report = Report {
         seed: cli.seed,
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
-        verdict: if checker.failures.is_empty() { "pass" } else { "fail" },
-        trace_sha256: output.trace.sha256(),
-        trace_events: output.trace.lines().len(),
-        sim_seconds: output.sim_ms as f64 / 1000.0,
-        wall_seconds,
+        verdict: String::new(),
+        trace_sha256: String::new(),
+        trace_events: 0,
+        sim_seconds: 0.0,
+        wall_seconds: 0.0,
         jobs: JobCounts::default(),
-        membership: MembershipReport {
-            formation_ms: checker.formation_ms(),
-            detect_ms_max: checker.detect_ms_max,
-            converge_ms_max: checker.converge_ms_max,
-        },
-        failures: checker.failures.clone(),
-    })
+        membership: MembershipReport::default(),
+        policies: BTreeMap::new(),
+        failures: Vec::new(),
+    };
+    for policy in &policies {
+        let label = policy.to_string();
+        trace.record_at(0, format_args!("run policy {label}"));
+        let options = RunOptions { seed: cli.seed, policy: *policy, ack_before_flush };
+        let output = world::run(&scenario, options, &trace)?;
+        let checker = &output.checker;
+        let prefix = if policies.len() > 1 { format!("{label}: ") } else { String::new() };
+        report.failures.extend(checker.failures.iter().chain(&output.failures).map(|f| format!("{prefix}{f}")));
+        report.sim_seconds += output.sim_ms as f64 / 1000.0;
+        let jobs = &mut report.jobs;
+        jobs.accepted += output.jobs.accepted;
+        jobs.completed += output.jobs.completed;
+        jobs.failed += output.jobs.failed;
+        jobs.lost += output.jobs.lost;
+        jobs.duplicate_visible += output.jobs.duplicate_visible;
+        let membership = &mut report.membership;
+        membership.formation_ms = membership.formation_ms.max(checker.formation_ms());
+        membership.detect_ms_max = membership.detect_ms_max.max(checker.detect_ms_max);
+        membership.converge_ms_max = membership.converge_ms_max.max(checker.converge_ms_max);
+        if scenario.workload.is_some() {
+            report.policies.insert(label, PolicyLatency::new(output.latencies_ms, output.sync_errors));
+        }
+    }
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    report.verdict = if report.failures.is_empty() { "pass" } else { "fail" }.into();
+    report.trace_sha256 = trace.sha256();
+    report.trace_events = trace.lines().len();
+    if let Some(path) = &cli.trace {
+        let mut file = std::fs::File::create(path)?;
+        for line in trace.lines() {
+            writeln!(file, "{line}")?;
+        }
+    }
+    Ok(report)
+}
+
+/// The flags each seed's process gets besides its seed.
+fn sweep_args(cli: &Cli) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(policy) = &cli.policy {
+        args.extend(["--policy".to_string(), policy.clone()]);
+    }
+    if let Some(bug) = &cli.inject_bug {
+        args.extend(["--inject-bug".to_string(), bug.clone()]);
+    }
+    args
 }
 
 fn main() -> ExitCode {
@@ -94,6 +164,16 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GPUMESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
+    if let Some(range) = &cli.seeds {
+        return match sweep::run(&cli.scenario, range, &sweep_args(&cli), cli.json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&cli) {
         Ok(report) => {
             if cli.json {

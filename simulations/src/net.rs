@@ -11,24 +11,51 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use gpumesh_membership::transport::{ChitchatEnvelope, ChitchatMessage, RecvOutcome, SendOutcome, Socket, Transport};
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
 
 use crate::trace::TraceLog;
 
 /// Envelopes kept for tokens that may still arrive; older ones were lost.
 const MAILBOX_CAPACITY: usize = 100_000;
 
-#[derive(Default)]
 struct MailboxInner {
     next_token: u64,
     envelopes: HashMap<u64, ChitchatEnvelope>,
     order: VecDeque<u64>,
+    /// Share of datagrams lost, drawn from `rng`.
+    loss_rate: f64,
+    rng: StdRng,
 }
 
 /// Envelopes in flight, shared by every simulated node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Mailbox(Arc<Mutex<MailboxInner>>);
 
 impl Mailbox {
+    /// An empty mailbox whose losses are drawn from `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(Arc::new(Mutex::new(MailboxInner {
+            next_token: 0,
+            envelopes: HashMap::new(),
+            order: VecDeque::new(),
+            loss_rate: 0.0,
+            rng: StdRng::seed_from_u64(seed ^ 0x6C05_5EED),
+        })))
+    }
+
+    /// Loses `rate` of the datagrams sent from now on.
+    pub(crate) fn set_loss_rate(&self, rate: f64) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).loss_rate = rate;
+    }
+
+    /// Whether the next datagram is lost.
+    fn lose(&self) -> bool {
+        let mut inner = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rate = inner.loss_rate;
+        rate > 0.0 && inner.rng.random_bool(rate)
+    }
+
     fn put(&self, envelope: ChitchatEnvelope) -> u64 {
         let mut inner = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let token = inner.next_token;
@@ -89,6 +116,10 @@ impl Socket for SimSocket {
 
     async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
         let kind = kind(&envelope);
+        if self.mailbox.lose() {
+            self.trace.record(format_args!("lost {} -> {to} {kind}", self.local));
+            return Ok(SendOutcome { num_bytes_sent: 8 });
+        }
         let token = self.mailbox.put(envelope);
         self.trace.record(format_args!("send {} -> {to} {kind} #{token}", self.local));
         // A send to an unreachable host is a lost datagram, not a broken transport.

@@ -1,9 +1,11 @@
 //! The report of a run (SPEC section 8).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-/// Job counters; the job protocol enters the simulator in a later issue.
-#[derive(Debug, Default, Serialize)]
+/// Job counters.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub(crate) struct JobCounts {
     pub(crate) accepted: u64,
     pub(crate) completed: u64,
@@ -13,7 +15,7 @@ pub(crate) struct JobCounts {
 }
 
 /// Membership measurements.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub(crate) struct MembershipReport {
     pub(crate) formation_ms: Option<u64>,
     pub(crate) detect_ms_max: u64,
@@ -21,20 +23,54 @@ pub(crate) struct MembershipReport {
 }
 
 /// One run's outcome.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub(crate) struct Report {
     pub(crate) seed: u64,
     pub(crate) scenario: String,
     #[serde(skip)]
     pub(crate) description: String,
-    pub(crate) verdict: &'static str,
+    pub(crate) verdict: String,
     pub(crate) trace_sha256: String,
     pub(crate) trace_events: usize,
     pub(crate) sim_seconds: f64,
     pub(crate) wall_seconds: f64,
     pub(crate) jobs: JobCounts,
     pub(crate) membership: MembershipReport,
+    /// Synchronous request latency per routing policy.
+    pub(crate) policies: BTreeMap<String, PolicyLatency>,
     pub(crate) failures: Vec<String>,
+}
+
+/// Latency of synchronous requests under one policy.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub(crate) struct PolicyLatency {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p90_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+impl PolicyLatency {
+    pub(crate) fn new(mut latencies_ms: Vec<f64>, errors: u64) -> Self {
+        latencies_ms.sort_by(f64::total_cmp);
+        let at = |fraction: f64| {
+            if latencies_ms.is_empty() {
+                return 0.0;
+            }
+            let index = ((latencies_ms.len() as f64 * fraction).ceil() as usize).clamp(1, latencies_ms.len()) - 1;
+            latencies_ms[index]
+        };
+        Self {
+            requests: latencies_ms.len() as u64 + errors,
+            errors,
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
 }
 
 impl Report {
@@ -55,12 +91,26 @@ impl Report {
             "  membership: formed in {formation}, detection max {} ms, convergence max {} ms\n",
             self.membership.detect_ms_max, self.membership.converge_ms_max
         ));
+        let jobs = &self.jobs;
+        out.push_str(&format!(
+            "  jobs: {} accepted, {} completed, {} failed, {} lost, {} with a second result visible\n",
+            jobs.accepted, jobs.completed, jobs.failed, jobs.lost, jobs.duplicate_visible
+        ));
+        for (policy, latency) in &self.policies {
+            out.push_str(&format!(
+                "  policy {policy}: {} requests, {} errors, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
+                latency.requests, latency.errors, latency.p50_ms, latency.p90_ms, latency.p99_ms, latency.max_ms
+            ));
+        }
         out.push_str(&format!("  trace: {} events, sha256 {}\n", self.trace_events, self.trace_sha256));
         for failure in &self.failures {
             out.push_str(&format!("  FAILED: {failure}\n"));
         }
         if !self.failures.is_empty() {
-            out.push_str(&format!("  replay with: gpumesh-sim {}.toml --seed {}\n", self.scenario, self.seed));
+            out.push_str(&format!(
+                "  replay with: gpumesh-sim simulations/scenarios/{}.toml --seed {}\n",
+                self.scenario, self.seed
+            ));
         }
         out
     }

@@ -22,6 +22,34 @@ pub(crate) struct Scenario {
     pub(crate) nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub(crate) faults: Vec<Fault>,
+    /// Requests and jobs clients send; none: membership only.
+    pub(crate) workload: Option<Workload>,
+    /// Routing policies to compare on the same seed; empty: the default (eta).
+    #[serde(default)]
+    pub(crate) policies: Vec<String>,
+}
+
+/// Clients attached to every node that serves no one else's clients: each
+/// node's client sends `rate_per_s / nodes` requests per second to it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Workload {
+    pub(crate) start_ms: u64,
+    pub(crate) stop_ms: u64,
+    /// Requests per second over the whole cluster (open loop).
+    pub(crate) rate_per_s: f64,
+    /// Share of requests sent as durable jobs; the rest are synchronous.
+    #[serde(default)]
+    pub(crate) async_fraction: f64,
+    /// Share of jobs that repeat an earlier idempotency key of the same client.
+    #[serde(default)]
+    pub(crate) duplicate_fraction: f64,
+    /// Share of requests at priority 9 (the rest at 5).
+    #[serde(default)]
+    pub(crate) high_priority_fraction: f64,
+    /// Nodes whose clients send nothing (for example, the ones crashed).
+    #[serde(default)]
+    pub(crate) quiet_nodes: Vec<String>,
 }
 
 fn default_gossip_interval_ms() -> u64 {
@@ -30,19 +58,22 @@ fn default_gossip_interval_ms() -> u64 {
 
 /// Limits a run must stay within to pass.
 #[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct Bounds {
     /// From start until every node sees every node alive and trusted.
     pub(crate) formation_ms: u64,
     /// From a crash until every running node sees the crashed one dead.
     pub(crate) detect_ms: u64,
-    /// From a restart until every running node agrees on the membership.
+    /// From a restart or heal until every running node agrees on the membership.
     pub(crate) converge_ms: u64,
+    /// From the end of the workload and the last fault until every accepted
+    /// job is completed.
+    pub(crate) jobs_ms: u64,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { formation_ms: 5_000, detect_ms: 3_000, converge_ms: 5_000 }
+        Self { formation_ms: 5_000, detect_ms: 3_000, converge_ms: 5_000, jobs_ms: 20_000 }
     }
 }
 
@@ -55,6 +86,17 @@ pub(crate) struct NodeSpec {
     pub(crate) gpu: Option<String>,
     #[serde(default)]
     pub(crate) vram_mb: u64,
+    /// Service time per batch of the node's model (`model`); none: the node
+    /// serves no model.
+    pub(crate) service_ms: Option<f64>,
+    #[serde(default)]
+    pub(crate) service_per_item_ms: f64,
+    #[serde(default = "default_max_batch_size")]
+    pub(crate) max_batch_size: u32,
+}
+
+fn default_max_batch_size() -> u32 {
+    8
 }
 
 /// A scheduled fault.
@@ -66,12 +108,60 @@ pub(crate) struct Fault {
 }
 
 /// What a fault does.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum FaultAction {
     /// Stop the node's software at once (as `kill -9`).
-    Crash { node: String },
+    Crash {
+        node: String,
+    },
     /// Start the node's software again; `keep_disk = false` wipes its data dir first.
-    Restart { node: String, keep_disk: bool },
+    Restart {
+        node: String,
+        keep_disk: bool,
+    },
+    /// Cut the links between two groups of nodes, both ways.
+    Partition {
+        a: Vec<String>,
+        b: Vec<String>,
+    },
+    /// Drop what `from` sends to `to`; the other way still works.
+    PartitionOneway {
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    /// Restore every link.
+    Heal,
+    /// Lose this share of messages on every link.
+    Loss {
+        rate: f64,
+    },
+    /// Delay messages by `ms`, plus up to `jitter_ms` more, drawn from the seed.
+    Latency {
+        ms: u64,
+        jitter_ms: u64,
+    },
+    /// Hold everything the node sends and receives (a stalled machine, as
+    /// the network sees it) until `resume`.
+    Pause {
+        node: String,
+    },
+    Resume {
+        node: String,
+    },
+}
+
+impl FaultAction {
+    /// Nodes the fault names.
+    pub(crate) fn nodes(&self) -> Vec<&String> {
+        match self {
+            Self::Crash { node } | Self::Restart { node, .. } | Self::Pause { node } | Self::Resume { node } => {
+                vec![node]
+            }
+            Self::Partition { a, b } => a.iter().chain(b).collect(),
+            Self::PartitionOneway { from, to } => from.iter().chain(to).collect(),
+            Self::Heal | Self::Loss { .. } | Self::Latency { .. } => Vec::new(),
+        }
+    }
 }
 
 /// A `[[faults]]` table as written (serde cannot deny unknown fields
@@ -89,6 +179,37 @@ enum FaultEntry {
         #[serde(default = "keep_disk_default")]
         keep_disk: bool,
     },
+    Partition {
+        at_ms: u64,
+        a: Vec<String>,
+        b: Vec<String>,
+    },
+    PartitionOneway {
+        at_ms: u64,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    Heal {
+        at_ms: u64,
+    },
+    Loss {
+        at_ms: u64,
+        rate: f64,
+    },
+    Latency {
+        at_ms: u64,
+        ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+    },
+    Pause {
+        at_ms: u64,
+        node: String,
+    },
+    Resume {
+        at_ms: u64,
+        node: String,
+    },
 }
 
 impl From<FaultEntry> for Fault {
@@ -98,6 +219,17 @@ impl From<FaultEntry> for Fault {
             FaultEntry::Restart { at_ms, node, keep_disk } => {
                 Self { at_ms, action: FaultAction::Restart { node, keep_disk } }
             }
+            FaultEntry::Partition { at_ms, a, b } => Self { at_ms, action: FaultAction::Partition { a, b } },
+            FaultEntry::PartitionOneway { at_ms, from, to } => {
+                Self { at_ms, action: FaultAction::PartitionOneway { from, to } }
+            }
+            FaultEntry::Heal { at_ms } => Self { at_ms, action: FaultAction::Heal },
+            FaultEntry::Loss { at_ms, rate } => Self { at_ms, action: FaultAction::Loss { rate } },
+            FaultEntry::Latency { at_ms, ms, jitter_ms } => {
+                Self { at_ms, action: FaultAction::Latency { ms, jitter_ms } }
+            }
+            FaultEntry::Pause { at_ms, node } => Self { at_ms, action: FaultAction::Pause { node } },
+            FaultEntry::Resume { at_ms, node } => Self { at_ms, action: FaultAction::Resume { node } },
         }
     }
 }
@@ -128,15 +260,37 @@ impl Scenario {
             bail!("a scenario needs at least one node");
         }
         for fault in &self.faults {
-            let node = match &fault.action {
-                FaultAction::Crash { node } | FaultAction::Restart { node, .. } => node,
-            };
-            if !names.contains(node.as_str()) {
-                bail!("fault at {} ms names unknown node {node:?}", fault.at_ms);
+            for node in fault.action.nodes() {
+                if !names.contains(node.as_str()) {
+                    bail!("fault at {} ms names unknown node {node:?}", fault.at_ms);
+                }
+            }
+            if let FaultAction::Loss { rate } = fault.action
+                && !(0.0..1.0).contains(&rate)
+            {
+                bail!("fault at {} ms: loss rate {rate} must be at least 0 and below 1", fault.at_ms);
             }
             if fault.at_ms >= self.duration_ms {
                 bail!("fault at {} ms is after the end of the run ({} ms)", fault.at_ms, self.duration_ms);
             }
+        }
+        if let Some(workload) = &self.workload {
+            let fractions = [workload.async_fraction, workload.duplicate_fraction, workload.high_priority_fraction];
+            if fractions.iter().any(|f| !(0.0..=1.0).contains(f)) {
+                bail!("workload fractions must be between 0 and 1");
+            }
+            if !(workload.rate_per_s > 0.0 && workload.rate_per_s.is_finite()) {
+                bail!("workload rate_per_s must be a positive number");
+            }
+            if workload.stop_ms > self.duration_ms || workload.start_ms >= workload.stop_ms {
+                bail!("the workload must start before it stops, and stop within the run");
+            }
+            if !self.nodes.iter().any(|node| node.service_ms.is_some()) {
+                bail!("a workload needs at least one node with service_ms (a node serving the model)");
+            }
+        }
+        for policy in &self.policies {
+            policy.parse::<gpumesh_actors::Policy>().map_err(|error| anyhow::anyhow!("policies: {error}"))?;
         }
         Ok(())
     }

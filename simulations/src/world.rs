@@ -11,20 +11,40 @@ use gpumesh_membership::{ClusterView, diff_views};
 
 use crate::checks::Checker;
 use crate::host::{HostSetup, Registry};
+use crate::jobcheck::{JobChecker, late_work};
 use crate::net::Mailbox;
+use crate::peers::WorkLog;
+use crate::report::JobCounts;
 use crate::scenario::{FaultAction, Scenario};
+use crate::store::SimJobStore;
 use crate::trace::TraceLog;
+use crate::workload::Ledger;
 
 /// Simulated time per step.
 const TICK_MS: u64 = 1;
 /// The simulated wall clock starts here, whatever the real date.
 const EPOCH_SECS: u64 = 1_790_000_000;
+/// Upper bound on message latency between healthy hosts (a LAN).
+const DEFAULT_MAX_LATENCY: Duration = Duration::from_millis(2);
 
 /// What a run produced, before it becomes a report.
 pub(crate) struct RunOutput {
-    pub(crate) trace: TraceLog,
     pub(crate) checker: Checker,
     pub(crate) sim_ms: u64,
+    pub(crate) jobs: JobCounts,
+    pub(crate) failures: Vec<String>,
+    /// Latencies of synchronous requests (ms) and their errors.
+    pub(crate) latencies_ms: Vec<f64>,
+    pub(crate) sync_errors: u64,
+}
+
+/// How to run a scenario beyond its file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunOptions {
+    pub(crate) seed: u64,
+    pub(crate) policy: gpumesh_actors::Policy,
+    /// The deliberately broken build: acknowledge jobs before their flush.
+    pub(crate) ack_before_flush: bool,
 }
 
 struct Observer {
@@ -32,30 +52,57 @@ struct Observer {
     last: Arc<ClusterView>,
 }
 
-/// Runs `scenario` with `seed` to its end.
-pub(crate) fn run(scenario: &Scenario, seed: u64) -> anyhow::Result<RunOutput> {
+/// Simulated disk latency of one flush.
+const FLUSH_LATENCY: Duration = Duration::from_millis(2);
+/// How often the job invariants are checked, in simulated ms.
+const JOB_CHECK_EVERY_MS: u64 = 50;
+
+/// Runs `scenario` to its end, recording events in `trace`.
+pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) -> anyhow::Result<RunOutput> {
     let data = tempfile::tempdir().context("cannot create a temporary dir for the nodes' data")?;
     let registry: Registry = Arc::new(Mutex::new(BTreeMap::new()));
-    let mailbox = Mailbox::default();
-    let trace = TraceLog::default();
+    let mailbox = Mailbox::new(options.seed);
+    let work = WorkLog::default();
+    let ledger = Ledger::default();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(scenario.duration_ms + 60_000))
         .tick_duration(Duration::from_millis(TICK_MS))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-        .rng_seed(seed)
+        .rng_seed(options.seed)
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(DEFAULT_MAX_LATENCY)
         .build();
     let names: Vec<String> = scenario.nodes.iter().map(|node| node.name.clone()).collect();
-    for spec in &scenario.nodes {
+    let stores: BTreeMap<String, SimJobStore> =
+        names.iter().map(|name| (name.clone(), SimJobStore::default())).collect();
+    let clients: Vec<&String> = match &scenario.workload {
+        Some(workload) => names.iter().filter(|name| !workload.quiet_nodes.contains(name)).collect(),
+        None => Vec::new(),
+    };
+    for (index, spec) in scenario.nodes.iter().enumerate() {
+        let client = scenario
+            .workload
+            .as_ref()
+            .filter(|_| clients.contains(&&spec.name))
+            .map(|workload| (workload.clone(), workload.rate_per_s / clients.len() as f64));
         let setup = HostSetup {
             spec: spec.clone(),
             peers: names.iter().filter(|name| **name != spec.name).cloned().collect(),
             data_dir: data.path().join(&spec.name),
             gossip_interval: Duration::from_millis(scenario.gossip_interval_ms),
-            seed,
+            seed: options.seed,
             starts: Arc::new(AtomicU64::new(0)),
             mailbox: mailbox.clone(),
             registry: registry.clone(),
             trace: trace.clone(),
+            work: work.clone(),
+            store: stores[&spec.name].clone(),
+            flush_latency: FLUSH_LATENCY,
+            ack_before_flush: options.ack_before_flush,
+            policy: options.policy,
+            client,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            ledger: ledger.clone(),
         };
         sim.host(spec.name.as_str(), move || setup.clone().run());
     }
@@ -63,45 +110,115 @@ pub(crate) fn run(scenario: &Scenario, seed: u64) -> anyhow::Result<RunOutput> {
     faults.sort_by_key(|fault| fault.at_ms);
     let mut faults = faults.into_iter().peekable();
     let mut checker = Checker::new(scenario.bounds, names.clone());
+    let mut jobs = JobChecker::default();
     let mut observers: BTreeMap<String, Observer> = BTreeMap::new();
+    let mut downtimes: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
     let mut now_ms = 0;
+    let mut next_job_check = 0;
     while now_ms < scenario.duration_ms {
         while let Some(fault) = faults.next_if(|fault| fault.at_ms <= now_ms) {
             trace.record_at(now_ms, format_args!("fault {:?}", fault.action));
-            apply_fault(&mut sim, &fault.action, &registry, data.path())?;
-            if let FaultAction::Crash { node } = &fault.action {
-                observers.remove(node);
+            apply_fault(&mut sim, &fault.action, &names, &mailbox)?;
+            match &fault.action {
+                FaultAction::Crash { node } => {
+                    registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(node);
+                    stores[node].crash();
+                    observers.remove(node);
+                    downtimes.entry(node.clone()).or_default().push((now_ms, u64::MAX));
+                }
+                FaultAction::Restart { node, keep_disk } => {
+                    if !keep_disk {
+                        wipe(data.path(), node, &stores[node])?;
+                    }
+                    if let Some(span) = downtimes.get_mut(node).and_then(|spans| spans.last_mut()) {
+                        span.1 = now_ms;
+                    }
+                }
+                _ => {}
             }
             checker.on_fault(now_ms, &fault.action);
         }
         sim.step().map_err(|error| anyhow::anyhow!("simulation stopped at {now_ms} ms: {error}"))?;
         now_ms = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
-        observe(&registry, &mut observers, &mut checker, &trace, now_ms);
+        observe(&registry, &mut observers, &mut checker, trace, now_ms);
         checker.evaluate(now_ms);
+        if now_ms >= next_job_check {
+            jobs.observe(&stores);
+            next_job_check = now_ms + JOB_CHECK_EVERY_MS;
+        }
     }
     checker.finish();
-    Ok(RunOutput { trace, checker, sim_ms: now_ms })
+    let calm_from = scenario
+        .faults
+        .iter()
+        .map(|fault| fault.at_ms)
+        .chain(scenario.workload.as_ref().map(|workload| workload.stop_ms))
+        .max()
+        .unwrap_or(0);
+    let deadline_unix_ms = EPOCH_SECS * 1000 + calm_from + scenario.bounds.jobs_ms;
+    let ledger = ledger.lock();
+    let counts = jobs.finish(&ledger, &stores, deadline_unix_ms);
+    let mut failures = std::mem::take(&mut jobs.failures);
+    failures.extend(ledger.failures.iter().cloned());
+    let sent = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    failures.extend(late_work(&sent, &downtimes, scenario.bounds.detect_ms));
+    Ok(RunOutput {
+        checker,
+        sim_ms: now_ms,
+        jobs: counts,
+        failures,
+        latencies_ms: ledger.sync_latencies_ms.clone(),
+        sync_errors: ledger.sync_errors,
+    })
+}
+
+/// A restart without its disk: the data dir and the job store start empty.
+fn wipe(data: &std::path::Path, node: &str, store: &SimJobStore) -> anyhow::Result<()> {
+    let dir = data.join(node);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot wipe {}", dir.display()))?;
+    }
+    store.wipe();
+    Ok(())
 }
 
 fn apply_fault(
     sim: &mut turmoil::Sim<'_>,
     action: &FaultAction,
-    registry: &Registry,
-    data: &std::path::Path,
+    names: &[String],
+    mailbox: &Mailbox,
 ) -> anyhow::Result<()> {
-    match action {
-        FaultAction::Crash { node } => {
-            sim.crash(node.as_str());
-            registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(node);
-        }
-        FaultAction::Restart { node, keep_disk } => {
-            if !keep_disk {
-                let dir = data.join(node);
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot wipe {}", dir.display()))?;
-                }
+    let each_pair = |a: &[String], b: &[String], f: &mut dyn FnMut(&str, &str)| {
+        for x in a {
+            for y in b.iter().filter(|y| *y != x) {
+                f(x, y);
             }
-            sim.bounce(node.as_str());
+        }
+    };
+    match action {
+        FaultAction::Crash { node } => sim.crash(node.as_str()),
+        FaultAction::Restart { node, .. } => sim.bounce(node.as_str()),
+        FaultAction::Partition { a, b } => each_pair(a, b, &mut |x, y| sim.partition(x, y)),
+        FaultAction::PartitionOneway { from, to } => each_pair(from, to, &mut |x, y| sim.partition_oneway(x, y)),
+        FaultAction::Heal => {
+            mailbox.set_loss_rate(0.0);
+            each_pair(names, names, &mut |x, y| {
+                sim.repair(x, y);
+                sim.release(x, y);
+                sim.set_link_latency(x, y, Duration::ZERO);
+                sim.set_link_max_message_latency(x, y, DEFAULT_MAX_LATENCY);
+            });
+        }
+        FaultAction::Loss { rate } => mailbox.set_loss_rate(*rate),
+        FaultAction::Latency { ms, jitter_ms } => each_pair(names, names, &mut |x, y| {
+            sim.set_link_latency(x, y, Duration::from_millis(*ms));
+            sim.set_link_max_message_latency(x, y, Duration::from_millis(ms + jitter_ms));
+        }),
+        FaultAction::Pause { node } => {
+            each_pair(std::slice::from_ref(node), names, &mut |x, y| sim.hold(x, y));
+        }
+        FaultAction::Resume { node } => {
+            each_pair(std::slice::from_ref(node), names, &mut |x, y| sim.release(x, y));
         }
     }
     Ok(())

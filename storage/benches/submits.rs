@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use gpumesh_storage::jobs::{DurableJobs, JobRecord, JobStore, SledJobStore};
+use std::sync::Arc;
+
+use gpumesh_storage::jobs::{DurableJobs, Flusher, JobRecord, JobStore, SledJobStore};
 
 const RUN: Duration = Duration::from_secs(5);
 /// A job's request: a small JSON tensor body.
@@ -25,14 +27,15 @@ fn main() {
     let mut sequential = 0u64;
     while started.elapsed() < RUN {
         store.insert(job(sequential)).expect("insert");
+        store.flush().expect("flush");
         sequential += 1;
     }
     let rate = sequential as f64 / started.elapsed().as_secs_f64();
     println!("one submitter, one flush per submit: {rate:.0} durable submits/s");
 
     for concurrency in [16, 64, 256] {
-        let jobs = runtime.block_on(async { DurableJobs::start(store.clone()) });
-        let flushes_before = jobs.store().flushes();
+        let jobs = runtime.block_on(async { DurableJobs::start(Arc::new(store.clone()), Flusher::Thread) });
+        let flushes_before = jobs.flushes();
         let started = Instant::now();
         let done: u64 = runtime.block_on(async {
             let workers: Vec<_> = (0..concurrency)
@@ -55,7 +58,7 @@ fn main() {
             total
         });
         let seconds = started.elapsed().as_secs_f64();
-        let flushes = jobs.store().flushes() - flushes_before;
+        let flushes = jobs.flushes() - flushes_before;
         println!(
             "{concurrency} concurrent submitters, group commit: {:.0} durable submits/s ({:.1} submits per flush)",
             done as f64 / seconds,

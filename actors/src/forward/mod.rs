@@ -1,15 +1,16 @@
 //! Forwarding inference between nodes over ractor_cluster.
 //!
 //! - `wire`: the bytes of a forwarded request and its reply (pure).
+//! - `peers`: how calls reach other nodes' endpoints (the network seam).
 //! - the forward actor: each node's endpoint for requests forwarded to it,
 //!   found by peers through a process group named after the node.
 
+pub mod peers;
 pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpumesh_storage::JobStore as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 

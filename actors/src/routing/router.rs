@@ -5,13 +5,14 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use ractor::ActorRef;
-use ractor::rpc::CallResult;
+use std::sync::Arc;
+
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 
 use crate::executor::{InferError, InferRequest, InferResponse};
-use crate::forward::{ForwardMsg, ForwardReply, ForwardRequest, group_of};
+use crate::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
+use crate::forward::{ForwardReply, ForwardRequest};
 use crate::routing::candidates::Reachability;
 use crate::routing::policy::{Candidate, Decision, Policy, Requirements, RouteParams, RouterState, decide};
 
@@ -21,9 +22,6 @@ pub const MAX_FORWARD_ATTEMPTS: usize = 3;
 pub const DECISIONS_KEPT: usize = 100;
 /// How long a node that failed a forward is skipped.
 const UNREACHABLE_COOLDOWN: Duration = Duration::from_secs(3);
-/// Longest wait for a linked peer's forward endpoint to appear.
-const ENDPOINT_WAIT: Duration = Duration::from_millis(500);
-const ENDPOINT_POLL: Duration = Duration::from_millis(10);
 /// How long a node whose queue was full is skipped.
 const QUEUE_FULL_COOLDOWN: Duration = Duration::from_millis(200);
 
@@ -55,6 +53,7 @@ pub struct Router {
     pub(crate) reachability: Mutex<Reachability>,
     decisions: Mutex<VecDeque<DecisionRecord>>,
     pub(crate) forward_timeout: Duration,
+    peers: Arc<dyn PeerNet>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -62,7 +61,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Router {
-    pub(crate) fn new(policy: Policy, params: RouteParams, rng: StdRng, forward_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        policy: Policy,
+        params: RouteParams,
+        rng: StdRng,
+        forward_timeout: Duration,
+        peers: Arc<dyn PeerNet>,
+    ) -> Self {
         Self {
             policy,
             params,
@@ -71,6 +76,7 @@ impl Router {
             reachability: Mutex::default(),
             decisions: Mutex::default(),
             forward_timeout,
+            peers,
         }
     }
 
@@ -110,31 +116,10 @@ impl Router {
         lock(&self.decisions).iter().cloned().collect()
     }
 
-    fn endpoint_now(target: &str) -> Option<ActorRef<ForwardMsg>> {
-        let cell = ractor::pg::get_members(&group_of(target)).into_iter().find(|cell| !cell.get_id().is_local())?;
-        Some(cell.into())
-    }
-
-    /// `target`'s forward endpoint. Process groups sync just after a link
-    /// comes up, so a freshly linked peer gets a short, bounded wait.
-    async fn endpoint(target: &str) -> Option<ActorRef<ForwardMsg>> {
-        let deadline = Instant::now() + ENDPOINT_WAIT;
-        loop {
-            if let Some(endpoint) = Self::endpoint_now(target) {
-                return Some(endpoint);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(ENDPOINT_POLL).await;
-        }
-    }
-
     /// Asks `target` for the metadata of `model`.
     pub(crate) async fn remote_metadata(&self, target: &str, model: &str) -> Option<crate::executor::MetadataDoc> {
-        let endpoint = Self::endpoint(target).await?;
-        match endpoint.call(|reply| ForwardMsg::Metadata(model.to_string(), reply), Some(self.forward_timeout)).await {
-            Ok(CallResult::Success(json)) => serde_json::from_str(&json).ok(),
+        match self.peers.call(target, PeerCall::Metadata(model.to_string()), self.forward_timeout).await {
+            Ok(PeerAnswer::Text(json)) => serde_json::from_str(&json).ok(),
             _ => None,
         }
     }
@@ -145,15 +130,16 @@ impl Router {
         owner: &str,
         id: &str,
     ) -> Result<Option<gpumesh_storage::jobs::JobRecord>, InferError> {
-        let Some(endpoint) = Self::endpoint(owner).await else {
-            return Err(InferError::Unavailable(format!("job owner {owner} is not reachable from here")));
-        };
-        match endpoint.call(|reply| ForwardMsg::JobStatus(id.to_string(), reply), Some(self.forward_timeout)).await {
-            Ok(CallResult::Success(json)) if json.is_empty() => Ok(None),
-            Ok(CallResult::Success(json)) => serde_json::from_str(&json)
+        match self.peers.call(owner, PeerCall::JobStatus(id.to_string()), self.forward_timeout).await {
+            Ok(PeerAnswer::Text(json)) if json.is_empty() => Ok(None),
+            Ok(PeerAnswer::Text(json)) => serde_json::from_str(&json)
                 .map(Some)
                 .map_err(|error| InferError::Failed(format!("owner {owner} sent an unreadable job: {error}"))),
-            _ => Err(InferError::Unavailable(format!("job owner {owner} did not answer"))),
+            Ok(_) => Err(InferError::Failed(format!("owner {owner} answered with something else than a job"))),
+            Err(PeerError::NoLink(_)) => {
+                Err(InferError::Unavailable(format!("job owner {owner} is not reachable from here")))
+            }
+            Err(_) => Err(InferError::Unavailable(format!("job owner {owner} did not answer"))),
         }
     }
 
@@ -161,21 +147,17 @@ impl Router {
     /// [`ForwardReply`]'s bytes): `Ok(None)` when it holds none, `Err` when
     /// it cannot be asked.
     pub(crate) async fn held_result(&self, target: &str, id: &str) -> Result<Option<Vec<u8>>, InferError> {
-        let Some(endpoint) = Self::endpoint(target).await else {
-            return Err(InferError::Unavailable(format!("no link to node {target} yet")));
-        };
-        match endpoint.call(|reply| ForwardMsg::HeldResult(id.to_string(), reply), Some(self.forward_timeout)).await {
-            Ok(CallResult::Success(bytes)) => Ok(Some(bytes).filter(|bytes| !bytes.is_empty())),
-            _ => Err(InferError::Unavailable(format!("node {target} did not answer"))),
+        match self.peers.call(target, PeerCall::HeldResult(id.to_string()), self.forward_timeout).await {
+            Ok(PeerAnswer::Bytes(bytes)) => Ok(Some(bytes).filter(|bytes| !bytes.is_empty())),
+            Ok(_) => Err(InferError::Failed(format!("node {target} answered with something else than a result"))),
+            Err(error) => Err(InferError::Unavailable(error.to_string())),
         }
     }
 
     /// Tells `target` that the owner has job `id`'s result (best effort:
     /// retention drops what is never released).
-    pub(crate) fn release_result(&self, target: &str, id: &str) {
-        if let Some(endpoint) = Self::endpoint_now(target) {
-            let _ = endpoint.cast(ForwardMsg::ReleaseResult(id.to_string()));
-        }
+    pub(crate) async fn release_result(&self, target: &str, id: &str) {
+        let _ = self.peers.call(target, PeerCall::ReleaseResult(id.to_string()), self.forward_timeout).await;
     }
 
     /// Sends `request` to `target`'s forward endpoint; `job` names the job
@@ -188,25 +170,17 @@ impl Router {
         job: Option<&str>,
         request: InferRequest,
     ) -> Result<(String, InferResponse), InferError> {
-        let Some(endpoint) = Self::endpoint(target).await else {
-            return Err(InferError::Unavailable(format!("no link to node {target} yet")));
-        };
         let payload = ForwardRequest::Valid {
             model: model.to_string(),
             route: vec![from.to_string()],
             job: job.map(String::from),
             request,
         };
-        let timeout_ms = self.forward_timeout.as_millis();
-        match endpoint.call(|reply| ForwardMsg::Infer(payload, reply), Some(self.forward_timeout)).await {
-            Ok(CallResult::Success(ForwardReply::Done { node, response })) => Ok((node, response)),
-            Ok(CallResult::Success(ForwardReply::Refused(error))) => Err(error),
-            Ok(CallResult::Timeout) => {
-                Err(InferError::Unavailable(format!("node {target} did not answer within {timeout_ms} ms")))
-            }
-            Ok(CallResult::SenderError) | Err(_) => {
-                Err(InferError::Unavailable(format!("the link to node {target} failed")))
-            }
+        match self.peers.call(target, PeerCall::Infer(payload), self.forward_timeout).await {
+            Ok(PeerAnswer::Infer(ForwardReply::Done { node, response })) => Ok((node, response)),
+            Ok(PeerAnswer::Infer(ForwardReply::Refused(error))) => Err(error),
+            Ok(_) => Err(InferError::Failed(format!("node {target} answered with something else than a result"))),
+            Err(error) => Err(InferError::Unavailable(error.to_string())),
         }
     }
 }

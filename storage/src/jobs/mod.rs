@@ -8,6 +8,6 @@ mod commit;
 pub mod state;
 mod store;
 
-pub use commit::DurableJobs;
+pub use commit::{DurableJobs, Flusher};
 pub use state::{JobEvent, JobRecord, JobState, Step, TransitionError, apply, is_monotone};
 pub use store::{Inserted, JobStore, Retention, SledJobStore, StateFilter};

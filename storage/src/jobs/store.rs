@@ -5,8 +5,9 @@
 //! stay binary); `job_by_state` state byte + created ms + id -> (); and
 //! `job_idem` idempotency key -> id; `job_held` id -> held ms (big endian)
 //! and the result bytes of a job this node ran for another owner. Every
-//! change runs in one multi-tree transaction and is flushed before the call
-//! returns: a caller that gets `Ok` may acknowledge the job.
+//! change runs in one multi-tree transaction. Writes are not durable until
+//! [`JobStore::flush`]; `DurableJobs` (group commit) decides when to flush
+//! and waits for it before a job is acknowledged.
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -48,13 +49,14 @@ impl Default for Retention {
     }
 }
 
-/// Where jobs live.
+/// Where jobs live. Writes become durable at the next [`JobStore::flush`];
+/// a crash before it loses them (the simulator's store models exactly that).
 pub trait JobStore: Send + Sync {
-    /// Stores a new job durably, or returns the job already stored under
-    /// its idempotency key.
+    /// Stores a new job, or returns the job already stored under its
+    /// idempotency key.
     fn insert(&self, job: JobRecord) -> Result<Inserted>;
     fn get(&self, id: &str) -> Result<Option<JobRecord>>;
-    /// Applies `event` durably; the inner error says why it was refused.
+    /// Applies `event`; the inner error says why it was refused.
     fn update(
         &self,
         id: &str,
@@ -70,12 +72,14 @@ pub trait JobStore: Send + Sync {
     /// results older than its age; returns how many jobs and results.
     fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize>;
     /// Keeps the result of a job this node ran for its owner until the
-    /// owner has it (durable after the next flush).
+    /// owner has it.
     fn hold_result(&self, id: &str, now_ms: u64, reply: &[u8]) -> Result<()>;
     /// The result held for `id`, if any.
     fn held_result(&self, id: &str) -> Result<Option<Vec<u8>>>;
     /// Drops the result held for `id`: its owner has it.
     fn release_result(&self, id: &str) -> Result<()>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<()>;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,8 +123,6 @@ fn corrupt(what: &str) -> Abort {
 #[derive(Clone, Debug)]
 pub struct SledJobStore {
     db: sled::Db,
-    /// Flushes done, for tests and measurements of group commit.
-    flush_count: std::sync::Arc<std::sync::atomic::AtomicU64>,
     meta: sled::Tree,
     request: sled::Tree,
     outputs: sled::Tree,
@@ -134,7 +136,6 @@ impl SledJobStore {
     pub fn open(db: &sled::Db) -> Result<Self> {
         Ok(Self {
             db: db.clone(),
-            flush_count: std::sync::Arc::default(),
             meta: db.open_tree("job_meta")?,
             request: db.open_tree("job_request")?,
             outputs: db.open_tree("job_outputs")?,
@@ -174,20 +175,7 @@ impl SledJobStore {
         })
     }
 
-    /// Flushes every write so far to disk.
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        self.flush_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Flushes done since this store was opened.
-    pub fn flushes(&self) -> u64 {
-        self.flush_count.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// [`JobStore::update`] without the flush: for group commit.
-    pub(crate) fn update_unflushed(
+    fn update_transaction(
         &self,
         id: &str,
         event: JobEvent,
@@ -217,13 +205,6 @@ impl SledJobStore {
         });
         Self::committed(result)?;
         Ok(Ok(next))
-    }
-
-    /// [`JobStore::insert`] without the flush: for group commit, which
-    /// flushes once for many inserts before anyone is acknowledged.
-    pub(crate) fn insert_unflushed(&self, job: JobRecord) -> Result<Inserted> {
-        let (outcome, job) = self.insert_transaction(job)?;
-        self.resolve_insert(outcome, job)
     }
 
     fn insert_transaction(&self, job: JobRecord) -> Result<(Option<Vec<u8>>, JobRecord)> {
@@ -281,7 +262,6 @@ fn write_meta(tree: &TransactionalTree, job: &JobRecord) -> std::result::Result<
 impl JobStore for SledJobStore {
     fn insert(&self, job: JobRecord) -> Result<Inserted> {
         let (outcome, job) = self.insert_transaction(job)?;
-        self.flush()?;
         self.resolve_insert(outcome, job)
     }
 
@@ -299,11 +279,7 @@ impl JobStore for SledJobStore {
         now_ms: u64,
         max_attempts: u32,
     ) -> Result<std::result::Result<JobRecord, TransitionError>> {
-        let outcome = self.update_unflushed(id, event, now_ms, max_attempts)?;
-        if outcome.is_ok() {
-            self.flush()?;
-        }
-        Ok(outcome)
+        self.update_transaction(id, event, now_ms, max_attempts)
     }
 
     fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>> {
@@ -382,6 +358,11 @@ impl JobStore for SledJobStore {
 
     fn release_result(&self, id: &str) -> Result<()> {
         self.held.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
         Ok(())
     }
 }

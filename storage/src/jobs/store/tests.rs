@@ -80,6 +80,7 @@ fn active_jobs_survive_a_reopen_for_recovery() {
             .update("n1.3", JobEvent::Completed { node: "c".into(), outputs: vec![1] }, 15, 3)
             .expect("stored")
             .expect("applies");
+        store.flush().expect("flush");
     }
     let (_db, store) = open(dir.path());
     let active: Vec<(String, JobState)> =

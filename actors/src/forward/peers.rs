@@ -1,0 +1,156 @@
+//! How a node reaches other nodes' forward endpoints: the [`PeerNet`] seam.
+//!
+//! In production, [`ClusterPeers`] calls the endpoint over ractor_cluster
+//! (found through the per-node process group). The simulator replaces only
+//! the network: its implementation carries the same calls over simulated TCP
+//! and hands them to the target's real forward actor with [`deliver`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::time::Instant;
+
+use crate::forward::{ForwardMsg, ForwardReply, ForwardRequest, group_of};
+
+/// Longest wait for a linked peer's forward endpoint to appear.
+const ENDPOINT_WAIT: Duration = Duration::from_millis(500);
+const ENDPOINT_POLL: Duration = Duration::from_millis(10);
+
+/// A call to another node's forward endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerCall {
+    Infer(ForwardRequest),
+    /// The metadata of a model, as JSON.
+    Metadata(String),
+    /// A job the target owns, as JSON.
+    JobStatus(String),
+    /// The result the target holds for a job.
+    HeldResult(String),
+    /// The owner has a job's result: drop the one held (no answer).
+    ReleaseResult(String),
+}
+
+/// What a peer answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerAnswer {
+    Infer(ForwardReply),
+    /// Metadata or job JSON; empty when there is none.
+    Text(String),
+    /// A held result's bytes; empty when there is none.
+    Bytes(Vec<u8>),
+    /// A call without an answer was delivered.
+    Done,
+}
+
+/// Why a call got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("no link to node {0} yet")]
+    NoLink(String),
+    #[error("node {node} did not answer within {timeout_ms} ms")]
+    Timeout { node: String, timeout_ms: u128 },
+    #[error("the link to node {0} failed")]
+    Failed(String),
+}
+
+/// The network between forward endpoints.
+#[async_trait]
+pub trait PeerNet: Send + Sync {
+    /// Sends `call` to `target`'s forward endpoint and waits at most
+    /// `timeout` for its answer.
+    async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError>;
+}
+
+/// Hands `call` to a forward endpoint (a local actor, or ractor_cluster's
+/// proxy of a remote one) and waits for the answer.
+pub async fn deliver(
+    endpoint: &ActorRef<ForwardMsg>,
+    node: &str,
+    call: PeerCall,
+    timeout: Duration,
+) -> Result<PeerAnswer, PeerError> {
+    let rpc = Rpc { endpoint, node, timeout };
+    match call {
+        PeerCall::Infer(request) => rpc.call(|reply| ForwardMsg::Infer(request, reply)).await.map(PeerAnswer::Infer),
+        PeerCall::Metadata(model) => rpc.call(|reply| ForwardMsg::Metadata(model, reply)).await.map(PeerAnswer::Text),
+        PeerCall::JobStatus(id) => rpc.call(|reply| ForwardMsg::JobStatus(id, reply)).await.map(PeerAnswer::Text),
+        PeerCall::HeldResult(id) => rpc.call(|reply| ForwardMsg::HeldResult(id, reply)).await.map(PeerAnswer::Bytes),
+        PeerCall::ReleaseResult(id) => endpoint
+            .cast(ForwardMsg::ReleaseResult(id))
+            .map(|()| PeerAnswer::Done)
+            .map_err(|_| PeerError::Failed(node.to_string())),
+    }
+}
+
+struct Rpc<'a> {
+    endpoint: &'a ActorRef<ForwardMsg>,
+    node: &'a str,
+    timeout: Duration,
+}
+
+impl Rpc<'_> {
+    async fn call<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(RpcReplyPort<T>) -> ForwardMsg,
+    ) -> Result<T, PeerError> {
+        match self.endpoint.call(message, Some(self.timeout)).await {
+            Ok(CallResult::Success(value)) => Ok(value),
+            Ok(CallResult::Timeout) => {
+                Err(PeerError::Timeout { node: self.node.to_string(), timeout_ms: self.timeout.as_millis() })
+            }
+            Ok(CallResult::SenderError) | Err(_) => Err(PeerError::Failed(self.node.to_string())),
+        }
+    }
+}
+
+/// This process's running endpoint of `node`: the newest local member of
+/// its group. The simulator, whose nodes share one process, delivers calls
+/// to it (a crashed host's actor may linger in the group).
+pub fn local_endpoint(node: &str) -> Option<ActorRef<ForwardMsg>> {
+    let newest = ractor::pg::get_members(&group_of(node))
+        .into_iter()
+        .filter(|cell| cell.get_id().is_local())
+        .max_by_key(|cell| cell.get_id().pid())?;
+    Some(newest.into())
+}
+
+/// Peers over ractor_cluster: each node's endpoint is the non-local member
+/// of its process group.
+pub struct ClusterPeers;
+
+impl ClusterPeers {
+    fn endpoint_now(target: &str) -> Option<ActorRef<ForwardMsg>> {
+        let cell = ractor::pg::get_members(&group_of(target)).into_iter().find(|cell| !cell.get_id().is_local())?;
+        Some(cell.into())
+    }
+
+    /// `target`'s endpoint. Process groups sync just after a link comes
+    /// up, so a freshly linked peer gets a short, bounded wait.
+    async fn endpoint(target: &str) -> Option<ActorRef<ForwardMsg>> {
+        let deadline = Instant::now() + ENDPOINT_WAIT;
+        loop {
+            if let Some(endpoint) = Self::endpoint_now(target) {
+                return Some(endpoint);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(ENDPOINT_POLL).await;
+        }
+    }
+}
+
+#[async_trait]
+impl PeerNet for ClusterPeers {
+    async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError> {
+        let endpoint = match &call {
+            // Releasing is best effort: no waiting for a link.
+            PeerCall::ReleaseResult(_) => Self::endpoint_now(target),
+            _ => Self::endpoint(target).await,
+        };
+        let Some(endpoint) = endpoint else { return Err(PeerError::NoLink(target.to_string())) };
+        deliver(&endpoint, target, call, timeout).await
+    }
+}

@@ -1,0 +1,124 @@
+//! The job invariants, checked against what is on each owner's disk (the
+//! only states readers can see): no acknowledged job lost, at most one
+//! completed result per job, histories that never go back, and every
+//! acknowledged job completed within the bound with its own result. Also:
+//! no new work sent to a node longer than the detection bound after it died.
+
+use std::collections::BTreeMap;
+
+use gpumesh_storage::jobs::{JobRecord, JobState, Step, is_monotone};
+
+use crate::peers::SentWork;
+use crate::report::JobCounts;
+use crate::store::SimJobStore;
+use crate::workload::{LedgerInner, echoed};
+
+/// What was last seen of a job on disk.
+struct Seen {
+    history: Vec<Step>,
+    outputs: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+pub(crate) struct JobChecker {
+    seen: BTreeMap<String, Seen>,
+    pub(crate) failures: Vec<String>,
+    /// Jobs seen completed with a second, different result.
+    duplicate_visible: u64,
+}
+
+impl JobChecker {
+    /// Compares every job on disk with what was seen before.
+    pub(crate) fn observe(&mut self, stores: &BTreeMap<String, SimJobStore>) {
+        for job in stores.values().flat_map(SimJobStore::durable_jobs) {
+            if !is_monotone(&job.history) {
+                self.failures.push(format!("job {} has a history that goes back: {:?}", job.id, job.history));
+            }
+            let outputs = (job.state == JobState::Completed).then(|| job.outputs.clone().unwrap_or_default());
+            if let Some(seen) = self.seen.get(&job.id) {
+                if !job.history.starts_with(&seen.history) {
+                    self.failures.push(format!("job {} went back to {} on disk", job.id, job.state.as_str()));
+                }
+                if let (Some(before), Some(now)) = (&seen.outputs, &outputs)
+                    && before != now
+                {
+                    self.duplicate_visible += 1;
+                    self.failures.push(format!("job {} showed a second, different result", job.id));
+                }
+                if seen.outputs.is_some() && outputs.is_none() {
+                    self.failures.push(format!("job {} lost its completed result", job.id));
+                }
+            }
+            let outputs = outputs.or_else(|| self.seen.get(&job.id).and_then(|seen| seen.outputs.clone()));
+            self.seen.insert(job.id.clone(), Seen { history: job.history.clone(), outputs });
+        }
+    }
+
+    /// The end of the run: every acknowledged job completed, with its own
+    /// result, by `deadline_unix_ms`.
+    pub(crate) fn finish(
+        &mut self,
+        ledger: &LedgerInner,
+        stores: &BTreeMap<String, SimJobStore>,
+        deadline_unix_ms: u64,
+    ) -> JobCounts {
+        // A reader waits for a flush before it answers (the node flushes
+        // for it), so what readers see at the end is each store flushed.
+        for store in stores.values() {
+            let _ = gpumesh_storage::JobStore::flush(store);
+        }
+        self.observe(stores);
+        let on_disk: BTreeMap<String, JobRecord> =
+            stores.values().flat_map(SimJobStore::durable_jobs).map(|job| (job.id.clone(), job)).collect();
+        let mut counts = JobCounts { accepted: ledger.accepted.len() as u64, ..JobCounts::default() };
+        for (id, accepted) in &ledger.accepted {
+            let Some(job) = on_disk.get(id) else {
+                counts.lost += 1;
+                self.failures.push(format!("acknowledged job {id} is on no disk: lost"));
+                continue;
+            };
+            match job.state {
+                JobState::Completed => {
+                    counts.completed += 1;
+                    let value = gpumesh_actors::jobs::job_outputs(job).and_then(|(_, response)| echoed(&response));
+                    if value != Some(accepted.value) {
+                        self.failures
+                            .push(format!("job {id} completed with {value:?}, not its own {}", accepted.value));
+                    }
+                    if job.updated_ms > deadline_unix_ms {
+                        self.failures.push(format!("job {id} completed after the bound"));
+                    }
+                }
+                JobState::Failed => {
+                    counts.failed += 1;
+                    self.failures.push(format!("acknowledged job {id} failed: {:?}", job.error));
+                }
+                _ => self.failures.push(format!("acknowledged job {id} is still {} at the end", job.state.as_str())),
+            }
+        }
+        counts.duplicate_visible = self.duplicate_visible;
+        counts
+    }
+}
+
+/// Work sent to a node more than `detect_ms` after it crashed and before it
+/// restarted; `downtimes` maps a node to its (crash, restart) times.
+pub(crate) fn late_work(
+    work: &[SentWork],
+    downtimes: &BTreeMap<String, Vec<(u64, u64)>>,
+    detect_ms: u64,
+) -> Vec<String> {
+    work.iter()
+        .filter(|sent| {
+            downtimes.get(&sent.to).is_some_and(|spans| {
+                spans.iter().any(|&(crash, restart)| sent.at_ms > crash + detect_ms && sent.at_ms < restart)
+            })
+        })
+        .map(|sent| {
+            format!(
+                "{} sent work to {} at {} ms, after the detection bound of its crash",
+                sent.from, sent.to, sent.at_ms
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! Simulated clients: each node's client sends synchronous requests and
+//! durable jobs to its node on an open-loop schedule drawn from the seed,
+//! and records in the ledger what the node acknowledged and answered.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use gpumesh_actors::{InferRequest, NodeHandle, Requirements, Tensor, TensorData};
+use rand::RngExt as _;
+use rand::rngs::StdRng;
+
+use crate::scenario::Workload;
+use crate::trace::TraceLog;
+
+/// The model every serving node runs.
+pub(crate) const MODEL: &str = "model";
+
+/// A job a node acknowledged.
+#[derive(Clone, Debug)]
+pub(crate) struct Accepted {
+    /// The input value; the echo model returns it, so the result must match.
+    pub(crate) value: f32,
+}
+
+/// What clients saw, shared by every host.
+#[derive(Default)]
+pub(crate) struct LedgerInner {
+    pub(crate) accepted: BTreeMap<String, Accepted>,
+    /// Idempotency key -> the job id first acknowledged for it.
+    pub(crate) keys: BTreeMap<String, String>,
+    pub(crate) sync_latencies_ms: Vec<f64>,
+    pub(crate) sync_errors: u64,
+    pub(crate) failures: Vec<String>,
+    /// Requests each client sent, across its node's restarts.
+    sent: BTreeMap<u32, u32>,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Ledger(Arc<Mutex<LedgerInner>>);
+
+impl Ledger {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, LedgerInner> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A value no request of any client had: `count * 128 + index`, exact in f32.
+    fn next_value(&self, index: u32) -> f32 {
+        let mut ledger = self.lock();
+        let count = ledger.sent.entry(index).or_default();
+        *count += 1;
+        (*count * 128 + index) as f32
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(turmoil::sim_elapsed().unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn request(value: f32, priority: u8) -> Option<InferRequest> {
+    let input = Tensor::new("x", vec![1, 1], TensorData::Fp32(vec![value])).ok()?;
+    Some(InferRequest { inputs: vec![input], outputs: Vec::new(), priority })
+}
+
+/// The value an echo response carries.
+pub(crate) fn echoed(response: &gpumesh_actors::InferResponse) -> Option<f32> {
+    match &response.outputs.first()?.data {
+        TensorData::Fp32(values) => values.first().copied(),
+        _ => None,
+    }
+}
+
+/// One node's client.
+pub(crate) struct Client {
+    pub(crate) node: Arc<NodeHandle>,
+    /// This node's index: values are `count * 128 + index`, unique and exact in f32.
+    pub(crate) index: u32,
+    pub(crate) workload: Workload,
+    /// Requests per second this client sends.
+    pub(crate) rate_per_s: f64,
+    pub(crate) rng: StdRng,
+    pub(crate) ledger: Ledger,
+    pub(crate) trace: TraceLog,
+}
+
+impl Client {
+    /// Sends requests on schedule until the workload stops.
+    pub(crate) async fn run(mut self) {
+        let gap = Duration::from_secs_f64(1.0 / self.rate_per_s);
+        let name = self.node.name().to_string();
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let now = now_ms();
+            if now >= self.workload.stop_ms {
+                return;
+            }
+            if now < self.workload.start_ms {
+                tokio::time::sleep(Duration::from_millis(self.workload.start_ms - now)).await;
+                continue;
+            }
+            // Open loop: the next send is on schedule whatever this one does.
+            let jitter = self.rng.random_range(0.5..1.5);
+            tokio::time::sleep(gap.mul_f64(jitter)).await;
+            let value = self.ledger.next_value(self.index);
+            let priority = if self.rng.random_bool(self.workload.high_priority_fraction) { 9 } else { 5 };
+            let Some(request) = request(value, priority) else { continue };
+            if self.rng.random_bool(self.workload.async_fraction) {
+                let duplicate = !keys.is_empty() && self.rng.random_bool(self.workload.duplicate_fraction);
+                let key = if duplicate {
+                    keys[self.rng.random_range(0..keys.len())].clone()
+                } else {
+                    let key = format!("{name}-{value}");
+                    keys.push(key.clone());
+                    key
+                };
+                tokio::spawn(submit(self.node.clone(), request, key, value, self.ledger.clone(), self.trace.clone()));
+            } else {
+                tokio::spawn(infer(self.node.clone(), request, value, self.ledger.clone()));
+            }
+        }
+    }
+}
+
+async fn submit(
+    node: Arc<NodeHandle>,
+    request: InferRequest,
+    key: String,
+    value: f32,
+    ledger: Ledger,
+    trace: TraceLog,
+) {
+    let Ok(job) = node.submit_job(MODEL, request, Some(key.clone())).await else { return };
+    trace.record(format_args!("client {} accepted {} key {key}", node.name(), job.id));
+    let mut ledger = ledger.lock();
+    match ledger.keys.get(&key) {
+        Some(first) if *first != job.id => {
+            let failure = format!("idempotency key {key} gave job {} after {first}", job.id);
+            ledger.failures.push(failure);
+        }
+        Some(_) => {}
+        None => {
+            ledger.keys.insert(key, job.id.clone());
+            ledger.accepted.insert(job.id, Accepted { value });
+        }
+    }
+}
+
+async fn infer(node: Arc<NodeHandle>, request: InferRequest, value: f32, ledger: Ledger) {
+    let requirements = Requirements { priority: request.priority, ..Requirements::default() };
+    let started = now_ms();
+    let outcome = node.route_infer(MODEL, &requirements, request).await;
+    let mut ledger = ledger.lock();
+    match outcome {
+        Ok(routed) if echoed(&routed.response) == Some(value) => {
+            ledger.sync_latencies_ms.push((now_ms() - started) as f64);
+        }
+        Ok(routed) => {
+            let failure = format!("request {value} answered with another request's result by {}", routed.node);
+            ledger.failures.push(failure);
+        }
+        Err(_) => ledger.sync_errors += 1,
+    }
+}
