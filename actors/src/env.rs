@@ -61,6 +61,8 @@ pub struct NodeEnv {
     pub peers: Arc<dyn crate::forward::peers::PeerNet>,
     /// Where jobs are kept.
     pub job_storage: JobStorage,
+    /// Faults of the device synthetic models stand for (the simulator's).
+    pub gpu_faults: Arc<crate::executor::GpuFaults>,
 }
 
 /// Where a node keeps its jobs.
@@ -86,6 +88,7 @@ impl NodeEnv {
             cluster_links: true,
             peers: Arc::new(crate::forward::peers::ClusterPeers),
             job_storage: JobStorage::Sled,
+            gpu_faults: Arc::default(),
         }
     }
 

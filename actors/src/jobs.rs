@@ -265,7 +265,9 @@ async fn dispatch(node: Arc<NodeHandle>, job: JobRecord) {
     let mut waits = 0;
     let mut last_error = None;
     while !job.state.is_final() {
-        let target = match node.choose(&model, &requirements, job.attempts as usize + 1, last_error.as_ref()) {
+        // Nodes that already ran an attempt of this job are tried last.
+        let tried: Vec<String> = job.history.iter().filter_map(|step| step.node.clone()).collect();
+        let target = match node.choose(&model, &requirements, job.attempts as usize + 1, last_error.as_ref(), &tried) {
             Ok(target) => target,
             Err(error @ InferError::BadRequest(_)) => {
                 node.apply_job(&job.id, JobEvent::Failed { reason: error.to_string(), retryable: false });

@@ -24,7 +24,7 @@ use crate::metrics::MetricsArgs;
 use crate::registry::ModelSpec;
 use crate::restart::RestartPolicy;
 use crate::routing::candidates::{LocalModel, candidates, known_anywhere};
-use crate::routing::policy::{Decision, Policy, Requirements, RouteParams};
+use crate::routing::policy::{Candidate, Decision, Policy, Requirements, RouteParams};
 use crate::routing::router::{DecisionRecord, MAX_FORWARD_ATTEMPTS, Routed, Router};
 use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::view::ViewArgs;
@@ -105,7 +105,9 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         }
     };
     let has_gpu = !(env.probe)().sample().gpus.is_empty();
-    let loaded = load_models(&config.models, &config.ort_library_candidates, has_gpu).await.map_err(Error::Models)?;
+    let loaded = load_models(&config.models, &config.ort_library_candidates, has_gpu, &env.gpu_faults)
+        .await
+        .map_err(Error::Models)?;
     let executors: Vec<ExecutorArgs> = loaded
         .iter()
         .map(|l| ExecutorArgs { model: l.model.clone(), clock: env.clock.clone(), batching: l.batching })
@@ -262,14 +264,22 @@ impl NodeHandle {
     ) -> std::result::Result<Routed, InferError> {
         let me = self.name.to_string();
         let mut last_error = None;
+        let mut tried = Vec::new();
         for attempt in 1..=MAX_FORWARD_ATTEMPTS {
-            let target = self.choose(model, requirements, attempt, last_error.as_ref())?;
+            let target = self.choose(model, requirements, attempt, last_error.as_ref(), &tried)?;
             match self.run_on(&target, model, None, request.clone()).await {
                 Ok((node, response)) => {
                     let route = if node == me { vec![me] } else { vec![me, node.clone()] };
                     return Ok(Routed { response, route, node });
                 }
                 Err(error @ (InferError::BadRequest(_) | InferError::UnknownModel(_))) => return Err(error),
+                // This node's own device failed (out of memory, a crashed
+                // session): inference is idempotent, so another node may try.
+                Err(error @ InferError::Failed(_)) if target == me => {
+                    tracing::warn!(model, attempt, %error, "inference failed here; trying another node");
+                    tried.push(target);
+                    last_error = Some(error);
+                }
                 Err(error) if target == me => return Err(error),
                 Err(error) => {
                     tracing::warn!(model, target = %target, attempt, %error, "forward failed; trying the next best node");
@@ -281,13 +291,16 @@ impl NodeHandle {
     }
 
     /// Picks the node for one attempt at a request (recorded in the
-    /// decisions); `last_error` explains an earlier failed attempt.
+    /// decisions); `last_error` explains an earlier failed attempt. Nodes in
+    /// `avoid` (those that already failed this request) are left out while
+    /// another node could serve it.
     pub fn choose(
         &self,
         model: &str,
         requirements: &Requirements,
         attempt: usize,
         last_error: Option<&InferError>,
+        avoid: &[String],
     ) -> std::result::Result<String, InferError> {
         let view = self.view();
         let local = self.model(model).map(|m| LocalModel {
@@ -300,10 +313,16 @@ impl NodeHandle {
             return Err(InferError::UnknownModel(model.to_string()));
         }
         let now = self.clock.now();
-        let list = {
+        let mut list = {
             let reachability = self.router.reachability.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             candidates(&view, model, local.as_ref(), &reachability, NETWORK_MS, now)
         };
+        let usable = |c: &Candidate| c.live && c.trusted && !c.draining && c.reachable && c.model_device.is_some();
+        if list.iter().any(|c| usable(c) && !avoid.contains(&c.node)) {
+            for candidate in list.iter_mut().filter(|c| avoid.contains(&c.node)) {
+                candidate.reachable = false;
+            }
+        }
         let decision = self.router.decide(model, attempt, &list, requirements, self.clock.unix_ms());
         decision.chosen.clone().ok_or_else(|| {
             let mut message = no_node_can(model, &decision);

@@ -20,7 +20,10 @@ pub(crate) struct Checker {
     nodes: Vec<String>,
     running: BTreeSet<String>,
     generations: BTreeMap<String, u64>,
-    views: BTreeMap<String, Arc<ClusterView>>,
+    /// What each running node sees of each member: status, trust, generation.
+    views: BTreeMap<String, BTreeMap<String, (MemberStatus, bool, u64)>>,
+    /// `agreed()` as of the last change to views or running nodes.
+    agreed_cache: Option<bool>,
     formation_ms: Option<u64>,
     detections: Vec<Detection>,
     converging_since_ms: Option<u64>,
@@ -39,6 +42,7 @@ impl Checker {
             nodes,
             generations: BTreeMap::new(),
             views: BTreeMap::new(),
+            agreed_cache: None,
             formation_ms: None,
             detections: Vec::new(),
             converging_since_ms: None,
@@ -54,6 +58,7 @@ impl Checker {
     }
 
     pub(crate) fn on_fault(&mut self, now_ms: u64, action: &FaultAction) {
+        self.agreed_cache = None;
         match action {
             FaultAction::Crash { node } => {
                 self.running.remove(node);
@@ -69,6 +74,7 @@ impl Checker {
                 self.converging_since_ms = Some(now_ms);
             }
             FaultAction::Resume { .. } => self.converging_since_ms = Some(now_ms),
+            FaultAction::SlowGpu { .. } | FaultAction::GpuOom { .. } | FaultAction::GpuOk { .. } => {}
             _ => {
                 self.network_faulted = true;
                 self.converging_since_ms = None;
@@ -82,27 +88,32 @@ impl Checker {
         {
             self.failures.push(format!("{observer} restarted with generation {generation}, lower than {previous}"));
         }
-        self.views.insert(observer.to_string(), view);
+        let seen = view.members.iter().map(|m| (m.name.to_string(), (m.status, m.trusted, m.generation))).collect();
+        self.views.insert(observer.to_string(), seen);
+        self.agreed_cache = None;
     }
 
     /// Every running node sees every running node alive, trusted and at its
     /// current generation, and every stopped node dead or gone.
-    fn agreed(&self) -> bool {
-        self.running.iter().all(|observer| {
+    fn agreed(&mut self) -> bool {
+        if let Some(agreed) = self.agreed_cache {
+            return agreed;
+        }
+        let agreed = self.running.iter().all(|observer| {
             let Some(view) = self.views.get(observer) else { return false };
             self.nodes.iter().all(|node| {
-                let member = view.member(node);
+                let member = view.get(node);
                 if self.running.contains(node) {
-                    member.is_some_and(|m| {
-                        m.status == MemberStatus::Alive
-                            && m.trusted
-                            && Some(&m.generation) == self.generations.get(node)
+                    member.is_some_and(|&(status, trusted, generation)| {
+                        status == MemberStatus::Alive && trusted && Some(&generation) == self.generations.get(node)
                     })
                 } else {
-                    member.is_none_or(|m| m.status == MemberStatus::Dead)
+                    member.is_none_or(|&(status, _, _)| status == MemberStatus::Dead)
                 }
             })
-        })
+        });
+        self.agreed_cache = Some(agreed);
+        agreed
     }
 
     pub(crate) fn evaluate(&mut self, now_ms: u64) {
@@ -117,8 +128,8 @@ impl Checker {
                 running.contains(observer)
                     && views
                         .get(observer)
-                        .and_then(|v| v.member(&detection.node))
-                        .is_some_and(|m| m.status != MemberStatus::Dead)
+                        .and_then(|v| v.get(&detection.node))
+                        .is_some_and(|&(status, _, _)| status != MemberStatus::Dead)
             });
         }
         let bounds = self.bounds;

@@ -91,6 +91,7 @@ pub(crate) struct HostSetup {
     pub(crate) work: WorkLog,
     /// The node's job store: it outlives the node's crashes, minus what was not flushed.
     pub(crate) store: SimJobStore,
+    pub(crate) gpu: Arc<gpumesh_actors::executor::GpuFaults>,
     pub(crate) flush_latency: Duration,
     /// The deliberately broken build: acknowledge jobs before their flush.
     pub(crate) ack_before_flush: bool,
@@ -140,6 +141,7 @@ impl HostSetup {
                 trace: self.trace.clone(),
                 work: self.work.clone(),
             }),
+            gpu_faults: self.gpu.clone(),
             job_storage: JobStorage::Simulated {
                 store: Arc::new(self.store.clone()),
                 flush_latency: self.flush_latency,

@@ -4,7 +4,7 @@
 //! acknowledged job completed within the bound with its own result. Also:
 //! no new work sent to a node longer than the detection bound after it died.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gpumesh_storage::jobs::{JobRecord, JobState, Step, is_monotone};
 
@@ -28,9 +28,9 @@ pub(crate) struct JobChecker {
 }
 
 impl JobChecker {
-    /// Compares every job on disk with what was seen before.
+    /// Compares every job whose disk copy changed with what was seen before.
     pub(crate) fn observe(&mut self, stores: &BTreeMap<String, SimJobStore>) {
-        for job in stores.values().flat_map(SimJobStore::durable_jobs) {
+        for job in stores.values().flat_map(SimJobStore::flushed_jobs) {
             if !is_monotone(&job.history) {
                 self.failures.push(format!("job {} has a history that goes back: {:?}", job.id, job.history));
             }
@@ -55,12 +55,14 @@ impl JobChecker {
     }
 
     /// The end of the run: every acknowledged job completed, with its own
-    /// result, by `deadline_unix_ms`.
+    /// result, by `deadline_unix_ms`. Jobs owned by a node restarted without
+    /// its disk are not checked: no promise survives losing the disk.
     pub(crate) fn finish(
         &mut self,
         ledger: &LedgerInner,
         stores: &BTreeMap<String, SimJobStore>,
         deadline_unix_ms: u64,
+        wiped: &BTreeSet<String>,
     ) -> JobCounts {
         // A reader waits for a flush before it answers (the node flushes
         // for it), so what readers see at the end is each store flushed.
@@ -70,8 +72,11 @@ impl JobChecker {
         self.observe(stores);
         let on_disk: BTreeMap<String, JobRecord> =
             stores.values().flat_map(SimJobStore::durable_jobs).map(|job| (job.id.clone(), job)).collect();
-        let mut counts = JobCounts { accepted: ledger.accepted.len() as u64, ..JobCounts::default() };
-        for (id, accepted) in &ledger.accepted {
+        let owned_by_wiped = |id: &str| gpumesh_actors::jobs::owner_of(id).is_some_and(|owner| wiped.contains(owner));
+        let checked: Vec<(&String, &crate::workload::Accepted)> =
+            ledger.accepted.iter().filter(|(id, _)| !owned_by_wiped(id)).collect();
+        let mut counts = JobCounts { accepted: checked.len() as u64, ..JobCounts::default() };
+        for (id, accepted) in checked {
             let Some(job) = on_disk.get(id) else {
                 counts.lost += 1;
                 self.failures.push(format!("acknowledged job {id} is on no disk: lost"));

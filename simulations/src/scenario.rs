@@ -17,6 +17,11 @@ pub(crate) struct Scenario {
     pub(crate) duration_ms: u64,
     #[serde(default = "default_gossip_interval_ms")]
     pub(crate) gossip_interval_ms: u64,
+    /// Simulated time per step: the resolution of timers and latencies.
+    /// turmoil's cost per step grows with the square of the node count, so
+    /// large clusters use coarser steps.
+    #[serde(default = "default_tick_ms")]
+    pub(crate) tick_ms: u64,
     #[serde(default)]
     pub(crate) bounds: Bounds,
     pub(crate) nodes: Vec<NodeSpec>,
@@ -54,6 +59,10 @@ pub(crate) struct Workload {
 
 fn default_gossip_interval_ms() -> u64 {
     200
+}
+
+fn default_tick_ms() -> u64 {
+    1
 }
 
 /// Limits a run must stay within to pass.
@@ -103,8 +112,35 @@ fn default_max_batch_size() -> u32 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "FaultEntry")]
 pub(crate) struct Fault {
+    /// When it happens: drawn from the seed between `earliest_ms` and this.
     pub(crate) at_ms: u64,
+    pub(crate) earliest_ms: u64,
     pub(crate) action: FaultAction,
+}
+
+/// A fault's time: fixed (`at_ms = 8000`) or a range drawn from the seed
+/// (`at_ms = [6000, 9000]`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(untagged)]
+enum At {
+    Fixed(u64),
+    Between([u64; 2]),
+}
+
+impl At {
+    fn bounds(self) -> (u64, u64) {
+        match self {
+            Self::Fixed(ms) => (ms, ms),
+            Self::Between([earliest, latest]) => (earliest, latest),
+        }
+    }
+}
+
+impl Fault {
+    /// This run's time of the fault.
+    pub(crate) fn draw(&self, rng: &mut impl rand::RngExt) -> u64 {
+        if self.earliest_ms >= self.at_ms { self.at_ms } else { rng.random_range(self.earliest_ms..=self.at_ms) }
+    }
 }
 
 /// What a fault does.
@@ -148,15 +184,31 @@ pub(crate) enum FaultAction {
     Resume {
         node: String,
     },
+    /// The node's GPU serves `factor` times slower (1.0 restores it).
+    SlowGpu {
+        node: String,
+        factor: f64,
+    },
+    /// The node's GPU fails every batch for lack of memory until `gpu_ok`.
+    GpuOom {
+        node: String,
+    },
+    GpuOk {
+        node: String,
+    },
 }
 
 impl FaultAction {
     /// Nodes the fault names.
     pub(crate) fn nodes(&self) -> Vec<&String> {
         match self {
-            Self::Crash { node } | Self::Restart { node, .. } | Self::Pause { node } | Self::Resume { node } => {
-                vec![node]
-            }
+            Self::Crash { node }
+            | Self::Restart { node, .. }
+            | Self::Pause { node }
+            | Self::Resume { node }
+            | Self::SlowGpu { node, .. }
+            | Self::GpuOom { node }
+            | Self::GpuOk { node } => vec![node],
             Self::Partition { a, b } => a.iter().chain(b).collect(),
             Self::PartitionOneway { from, to } => from.iter().chain(to).collect(),
             Self::Heal | Self::Loss { .. } | Self::Latency { .. } => Vec::new(),
@@ -170,66 +222,85 @@ impl FaultAction {
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 enum FaultEntry {
     Crash {
-        at_ms: u64,
+        at_ms: At,
         node: String,
     },
     Restart {
-        at_ms: u64,
+        at_ms: At,
         node: String,
         #[serde(default = "keep_disk_default")]
         keep_disk: bool,
     },
     Partition {
-        at_ms: u64,
+        at_ms: At,
         a: Vec<String>,
         b: Vec<String>,
     },
     PartitionOneway {
-        at_ms: u64,
+        at_ms: At,
         from: Vec<String>,
         to: Vec<String>,
     },
     Heal {
-        at_ms: u64,
+        at_ms: At,
     },
     Loss {
-        at_ms: u64,
+        at_ms: At,
         rate: f64,
     },
     Latency {
-        at_ms: u64,
+        at_ms: At,
         ms: u64,
         #[serde(default)]
         jitter_ms: u64,
     },
     Pause {
-        at_ms: u64,
+        at_ms: At,
         node: String,
     },
     Resume {
-        at_ms: u64,
+        at_ms: At,
         node: String,
     },
+    SlowGpu {
+        at_ms: At,
+        node: String,
+        factor: f64,
+    },
+    GpuOom {
+        at_ms: At,
+        node: String,
+    },
+    GpuOk {
+        at_ms: At,
+        node: String,
+    },
+}
+
+impl Fault {
+    fn at(at: At, action: FaultAction) -> Self {
+        let (earliest_ms, at_ms) = at.bounds();
+        Self { at_ms, earliest_ms, action }
+    }
 }
 
 impl From<FaultEntry> for Fault {
     fn from(entry: FaultEntry) -> Self {
         match entry {
-            FaultEntry::Crash { at_ms, node } => Self { at_ms, action: FaultAction::Crash { node } },
-            FaultEntry::Restart { at_ms, node, keep_disk } => {
-                Self { at_ms, action: FaultAction::Restart { node, keep_disk } }
-            }
-            FaultEntry::Partition { at_ms, a, b } => Self { at_ms, action: FaultAction::Partition { a, b } },
+            FaultEntry::Crash { at_ms, node } => Self::at(at_ms, FaultAction::Crash { node }),
+            FaultEntry::Restart { at_ms, node, keep_disk } => Self::at(at_ms, FaultAction::Restart { node, keep_disk }),
+            FaultEntry::Partition { at_ms, a, b } => Self::at(at_ms, FaultAction::Partition { a, b }),
             FaultEntry::PartitionOneway { at_ms, from, to } => {
-                Self { at_ms, action: FaultAction::PartitionOneway { from, to } }
+                Self::at(at_ms, FaultAction::PartitionOneway { from, to })
             }
-            FaultEntry::Heal { at_ms } => Self { at_ms, action: FaultAction::Heal },
-            FaultEntry::Loss { at_ms, rate } => Self { at_ms, action: FaultAction::Loss { rate } },
-            FaultEntry::Latency { at_ms, ms, jitter_ms } => {
-                Self { at_ms, action: FaultAction::Latency { ms, jitter_ms } }
-            }
-            FaultEntry::Pause { at_ms, node } => Self { at_ms, action: FaultAction::Pause { node } },
-            FaultEntry::Resume { at_ms, node } => Self { at_ms, action: FaultAction::Resume { node } },
+            FaultEntry::Heal { at_ms } => Self::at(at_ms, FaultAction::Heal),
+            FaultEntry::Loss { at_ms, rate } => Self::at(at_ms, FaultAction::Loss { rate }),
+            FaultEntry::Latency { at_ms, ms, jitter_ms } => Self::at(at_ms, FaultAction::Latency { ms, jitter_ms }),
+            FaultEntry::Pause { at_ms, node } => Self::at(at_ms, FaultAction::Pause { node }),
+            FaultEntry::Resume { at_ms, node } => Self::at(at_ms, FaultAction::Resume { node }),
+            FaultEntry::SlowGpu { at_ms, node, factor } => Self::at(at_ms, FaultAction::SlowGpu { node, factor }),
+            FaultEntry::GpuOom { at_ms, node } => Self::at(at_ms, FaultAction::GpuOom { node }),
+            FaultEntry::GpuOk { at_ms, node } => Self::at(at_ms, FaultAction::GpuOk { node }),
         }
     }
 }
@@ -259,6 +330,9 @@ impl Scenario {
         if self.nodes.is_empty() {
             bail!("a scenario needs at least one node");
         }
+        if self.tick_ms == 0 || self.tick_ms * 10 > self.gossip_interval_ms {
+            bail!("tick_ms must be at least 1 and at most a tenth of gossip_interval_ms");
+        }
         for fault in &self.faults {
             for node in fault.action.nodes() {
                 if !names.contains(node.as_str()) {
@@ -269,6 +343,14 @@ impl Scenario {
                 && !(0.0..1.0).contains(&rate)
             {
                 bail!("fault at {} ms: loss rate {rate} must be at least 0 and below 1", fault.at_ms);
+            }
+            if let FaultAction::SlowGpu { factor, .. } = fault.action
+                && !(factor > 0.0 && factor <= 10_000.0)
+            {
+                bail!("fault at {} ms: slow_gpu factor {factor} must be above 0 and at most 10000", fault.at_ms);
+            }
+            if fault.earliest_ms > fault.at_ms {
+                bail!("fault between {} and {} ms: the range is reversed", fault.earliest_ms, fault.at_ms);
             }
             if fault.at_ms >= self.duration_ms {
                 bail!("fault at {} ms is after the end of the run ({} ms)", fault.at_ms, self.duration_ms);

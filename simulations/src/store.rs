@@ -52,13 +52,17 @@ impl<V: Clone> Layered<V> {
         merged.into_iter().collect()
     }
 
-    fn flush(&mut self) {
+    /// Makes the pending writes durable; returns the keys they touched.
+    fn flush(&mut self) -> Vec<String> {
+        let mut touched = Vec::with_capacity(self.pending.len());
         for (key, value) in std::mem::take(&mut self.pending) {
             match value {
-                Some(value) => self.durable.insert(key, value),
+                Some(value) => self.durable.insert(key.clone(), value),
                 None => self.durable.remove(&key),
             };
+            touched.push(key);
         }
+        touched
     }
 
     fn crash(&mut self) {
@@ -71,6 +75,8 @@ struct Tables {
     jobs: Layered<JobRecord>,
     idem: Layered<String>,
     held: Layered<(u64, Vec<u8>)>,
+    /// Jobs flushed since the checker last looked.
+    flushed: std::collections::BTreeSet<String>,
 }
 
 /// One node's job store in simulation; it outlives the node's crashes.
@@ -98,6 +104,13 @@ impl SimJobStore {
     /// Jobs as they are on disk: what survives a crash and what readers see.
     pub(crate) fn durable_jobs(&self) -> Vec<JobRecord> {
         self.tables().jobs.durable.values().cloned().collect()
+    }
+
+    /// Jobs whose disk copy changed since the last call, as they are on disk.
+    pub(crate) fn flushed_jobs(&self) -> Vec<JobRecord> {
+        let mut tables = self.tables();
+        let ids = std::mem::take(&mut tables.flushed);
+        ids.iter().filter_map(|id| tables.jobs.durable.get(id).cloned()).collect()
     }
 }
 
@@ -204,7 +217,8 @@ impl JobStore for SimJobStore {
 
     fn flush(&self) -> gpumesh_storage::Result<()> {
         let mut tables = self.tables();
-        tables.jobs.flush();
+        let touched = tables.jobs.flush();
+        tables.flushed.extend(touched);
         tables.idem.flush();
         tables.held.flush();
         Ok(())

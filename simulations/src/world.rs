@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
+use gpumesh_actors::executor::GpuFaults;
 use gpumesh_membership::{ClusterView, diff_views};
 
 use crate::checks::Checker;
@@ -20,8 +21,6 @@ use crate::store::SimJobStore;
 use crate::trace::TraceLog;
 use crate::workload::Ledger;
 
-/// Simulated time per step.
-const TICK_MS: u64 = 1;
 /// The simulated wall clock starts here, whatever the real date.
 const EPOCH_SECS: u64 = 1_790_000_000;
 /// Upper bound on message latency between healthy hosts (a LAN).
@@ -53,7 +52,7 @@ struct Observer {
 }
 
 /// Simulated disk latency of one flush.
-const FLUSH_LATENCY: Duration = Duration::from_millis(2);
+const FLUSH_LATENCY: Duration = Duration::from_millis(5);
 /// How often the job invariants are checked, in simulated ms.
 const JOB_CHECK_EVERY_MS: u64 = 50;
 
@@ -66,7 +65,7 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
     let ledger = Ledger::default();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(scenario.duration_ms + 60_000))
-        .tick_duration(Duration::from_millis(TICK_MS))
+        .tick_duration(Duration::from_millis(scenario.tick_ms))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .rng_seed(options.seed)
         .min_message_latency(Duration::ZERO)
@@ -75,6 +74,8 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
     let names: Vec<String> = scenario.nodes.iter().map(|node| node.name.clone()).collect();
     let stores: BTreeMap<String, SimJobStore> =
         names.iter().map(|name| (name.clone(), SimJobStore::default())).collect();
+    // A node's GPU keeps its faults across the node's restarts.
+    let gpus: BTreeMap<String, Arc<GpuFaults>> = names.iter().map(|name| (name.clone(), Arc::default())).collect();
     let clients: Vec<&String> = match &scenario.workload {
         Some(workload) => names.iter().filter(|name| !workload.quiet_nodes.contains(name)).collect(),
         None => Vec::new(),
@@ -97,6 +98,7 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
             trace: trace.clone(),
             work: work.clone(),
             store: stores[&spec.name].clone(),
+            gpu: gpus[&spec.name].clone(),
             flush_latency: FLUSH_LATENCY,
             ack_before_flush: options.ack_before_flush,
             policy: options.policy,
@@ -106,19 +108,32 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         };
         sim.host(spec.name.as_str(), move || setup.clone().run());
     }
+    // Fault times given as ranges are drawn from the seed, once per run.
+    let mut times = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(options.seed ^ 0x0FA0_17ED);
     let mut faults = scenario.faults.clone();
+    for fault in &mut faults {
+        fault.at_ms = fault.draw(&mut times);
+        fault.earliest_ms = fault.at_ms;
+    }
     faults.sort_by_key(|fault| fault.at_ms);
+    let calm_from = faults
+        .iter()
+        .map(|fault| fault.at_ms)
+        .chain(scenario.workload.as_ref().map(|workload| workload.stop_ms))
+        .max()
+        .unwrap_or(0);
     let mut faults = faults.into_iter().peekable();
     let mut checker = Checker::new(scenario.bounds, names.clone());
     let mut jobs = JobChecker::default();
     let mut observers: BTreeMap<String, Observer> = BTreeMap::new();
     let mut downtimes: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut wiped = std::collections::BTreeSet::new();
     let mut now_ms = 0;
     let mut next_job_check = 0;
     while now_ms < scenario.duration_ms {
         while let Some(fault) = faults.next_if(|fault| fault.at_ms <= now_ms) {
             trace.record_at(now_ms, format_args!("fault {:?}", fault.action));
-            apply_fault(&mut sim, &fault.action, &names, &mailbox)?;
+            apply_fault(&mut sim, &fault.action, &names, &mailbox, &gpus)?;
             match &fault.action {
                 FaultAction::Crash { node } => {
                     registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(node);
@@ -129,6 +144,7 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
                 FaultAction::Restart { node, keep_disk } => {
                     if !keep_disk {
                         wipe(data.path(), node, &stores[node])?;
+                        wiped.insert(node.clone());
                     }
                     if let Some(span) = downtimes.get_mut(node).and_then(|spans| spans.last_mut()) {
                         span.1 = now_ms;
@@ -148,16 +164,9 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         }
     }
     checker.finish();
-    let calm_from = scenario
-        .faults
-        .iter()
-        .map(|fault| fault.at_ms)
-        .chain(scenario.workload.as_ref().map(|workload| workload.stop_ms))
-        .max()
-        .unwrap_or(0);
     let deadline_unix_ms = EPOCH_SECS * 1000 + calm_from + scenario.bounds.jobs_ms;
     let ledger = ledger.lock();
-    let counts = jobs.finish(&ledger, &stores, deadline_unix_ms);
+    let counts = jobs.finish(&ledger, &stores, deadline_unix_ms, &wiped);
     let mut failures = std::mem::take(&mut jobs.failures);
     failures.extend(ledger.failures.iter().cloned());
     let sent = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -187,6 +196,7 @@ fn apply_fault(
     action: &FaultAction,
     names: &[String],
     mailbox: &Mailbox,
+    gpus: &BTreeMap<String, Arc<GpuFaults>>,
 ) -> anyhow::Result<()> {
     let each_pair = |a: &[String], b: &[String], f: &mut dyn FnMut(&str, &str)| {
         for x in a {
@@ -219,6 +229,12 @@ fn apply_fault(
         }
         FaultAction::Resume { node } => {
             each_pair(std::slice::from_ref(node), names, &mut |x, y| sim.release(x, y));
+        }
+        FaultAction::SlowGpu { node, factor } => gpus[node].set_slowdown(*factor),
+        FaultAction::GpuOom { node } => gpus[node].set_out_of_memory(true),
+        FaultAction::GpuOk { node } => {
+            gpus[node].set_out_of_memory(false);
+            gpus[node].set_slowdown(1.0);
         }
     }
     Ok(())

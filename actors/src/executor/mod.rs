@@ -21,7 +21,7 @@ use std::time::Duration;
 use ractor::ActorRef;
 
 pub(crate) use actor::{ExecutorActor, ExecutorArgs, ExecutorMsg};
-pub use runner::Runner;
+pub use runner::{GpuFaults, Runner};
 
 use crate::registry::ModelSpec;
 use crate::tensor::{DataType, Tensor};
@@ -220,6 +220,7 @@ pub(crate) async fn load_models(
     specs: &[ModelSpec],
     ort_candidates: &[std::path::PathBuf],
     has_gpu: bool,
+    gpu_faults: &Arc<runner::GpuFaults>,
 ) -> Result<Vec<LoadedModel>, String> {
     use crate::registry::{DevicePreference, ModelKind};
     let mut loaded = Vec::new();
@@ -231,6 +232,7 @@ pub(crate) async fn load_models(
                 Runner::Synthetic {
                     fixed: Duration::from_secs_f64(service_time_ms / 1000.0),
                     per_item: Duration::from_secs_f64(service_time_per_item_ms / 1000.0),
+                    gpu: gpu_faults.clone(),
                 },
             ),
             ModelKind::Onnx { path } => {

@@ -1,5 +1,6 @@
 //! What runs a joined batch.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,8 +16,36 @@ pub enum Runner {
     /// An ONNX Runtime session, run on a blocking thread.
     Onnx(Arc<Mutex<OnnxModel>>),
     /// Holds each batch for `fixed + rows * per_item` on the node's clock and
-    /// returns its inputs.
-    Synthetic { fixed: Duration, per_item: Duration },
+    /// returns its inputs; `gpu` can slow it down or make it fail.
+    Synthetic { fixed: Duration, per_item: Duration, gpu: Arc<GpuFaults> },
+}
+
+/// Faults of the device a synthetic model stands for: the simulator's slow
+/// GPU and GPU out of memory. Nothing sets them outside the simulator.
+#[derive(Debug)]
+pub struct GpuFaults {
+    /// Service time in percent of normal.
+    slowdown_pct: AtomicU32,
+    out_of_memory: AtomicBool,
+}
+
+impl Default for GpuFaults {
+    fn default() -> Self {
+        Self { slowdown_pct: AtomicU32::new(100), out_of_memory: AtomicBool::new(false) }
+    }
+}
+
+impl GpuFaults {
+    /// Service times are `factor` times normal (1.0 restores them).
+    pub fn set_slowdown(&self, factor: f64) {
+        let percent = (factor * 100.0).round().clamp(1.0, 1_000_000.0) as u32;
+        self.slowdown_pct.store(percent, Ordering::Relaxed);
+    }
+
+    /// Every batch fails as if the GPU had no memory left, until cleared.
+    pub fn set_out_of_memory(&self, failing: bool) {
+        self.out_of_memory.store(failing, Ordering::Relaxed);
+    }
 }
 
 impl Runner {
@@ -33,9 +62,13 @@ impl Runner {
                 .await
                 .map_err(|error| InferError::Failed(format!("the model crashed: {error}")))?
             }
-            Self::Synthetic { fixed, per_item } => {
+            Self::Synthetic { fixed, per_item, gpu } => {
+                if gpu.out_of_memory.load(Ordering::Relaxed) {
+                    return Err(InferError::Failed("out of GPU memory".into()));
+                }
                 let rows = inputs.first().map_or(1, Tensor::rows);
                 let hold = *fixed + per_item.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX));
+                let hold = hold * gpu.slowdown_pct.load(Ordering::Relaxed) / 100;
                 tokio::time::sleep(hold).await;
                 Ok((inputs, hold))
             }

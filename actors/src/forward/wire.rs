@@ -262,93 +262,6 @@ impl ForwardReply {
     }
 }
 
-const CALL_MAGIC: &[u8; 4] = b"GMP1";
-
-impl crate::forward::peers::PeerCall {
-    /// The call's bytes, for networks that carry bytes (the simulator's).
-    pub fn encode(&self) -> Vec<u8> {
-        use crate::forward::peers::PeerCall;
-        let mut bytes = CALL_MAGIC.to_vec();
-        match self {
-            PeerCall::Infer(request) => {
-                bytes.push(0);
-                bytes.extend(request.encode());
-            }
-            PeerCall::Metadata(text)
-            | PeerCall::JobStatus(text)
-            | PeerCall::HeldResult(text)
-            | PeerCall::ReleaseResult(text) => {
-                let tag = match self {
-                    PeerCall::Metadata(_) => 1,
-                    PeerCall::JobStatus(_) => 2,
-                    PeerCall::HeldResult(_) => 3,
-                    _ => 4,
-                };
-                bytes.push(tag);
-                bytes.extend(text.as_bytes());
-            }
-        }
-        bytes
-    }
-
-    /// Decodes call bytes; never panics.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        use crate::forward::peers::PeerCall;
-        let rest = bytes.strip_prefix(CALL_MAGIC).ok_or("not a gpumesh peer call")?;
-        let (&tag, body) = rest.split_first().ok_or("a peer call without a kind")?;
-        let text = || String::from_utf8(body.to_vec()).map_err(|_| "a peer call's text is not UTF-8".to_string());
-        match tag {
-            0 => match ForwardRequest::decode(body) {
-                ForwardRequest::Invalid(reason) => Err(reason),
-                valid => Ok(PeerCall::Infer(valid)),
-            },
-            1 => Ok(PeerCall::Metadata(text()?)),
-            2 => Ok(PeerCall::JobStatus(text()?)),
-            3 => Ok(PeerCall::HeldResult(text()?)),
-            4 => Ok(PeerCall::ReleaseResult(text()?)),
-            other => Err(format!("unknown peer call kind {other}")),
-        }
-    }
-}
-
-impl crate::forward::peers::PeerAnswer {
-    /// The answer's bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        use crate::forward::peers::PeerAnswer;
-        let mut bytes = CALL_MAGIC.to_vec();
-        match self {
-            PeerAnswer::Infer(reply) => {
-                bytes.push(0);
-                bytes.extend(reply.encode());
-            }
-            PeerAnswer::Text(text) => {
-                bytes.push(1);
-                bytes.extend(text.as_bytes());
-            }
-            PeerAnswer::Bytes(data) => {
-                bytes.push(2);
-                bytes.extend(data);
-            }
-            PeerAnswer::Done => bytes.push(3),
-        }
-        bytes
-    }
-
-    /// Decodes answer bytes; never panics.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        use crate::forward::peers::PeerAnswer;
-        let rest = bytes.strip_prefix(CALL_MAGIC).ok_or("not a gpumesh peer answer")?;
-        let (&tag, body) = rest.split_first().ok_or("a peer answer without a kind")?;
-        match tag {
-            0 => Ok(PeerAnswer::Infer(ForwardReply::decode(body))),
-            1 => String::from_utf8(body.to_vec()).map(PeerAnswer::Text).map_err(|_| "answer text is not UTF-8".into()),
-            2 => Ok(PeerAnswer::Bytes(body.to_vec())),
-            3 if body.is_empty() => Ok(PeerAnswer::Done),
-            other => Err(format!("unknown peer answer kind {other}")),
-        }
-    }
-}
-
 impl ractor::BytesConvertable for ForwardRequest {
     fn into_bytes(self) -> Vec<u8> {
         self.encode()
@@ -422,32 +335,6 @@ mod tests {
         assert!(matches!(ForwardReply::decode(b"nope"), ForwardReply::Refused(InferError::Failed(_))));
     }
 
-    #[test]
-    fn peer_calls_and_answers_round_trip() {
-        use crate::forward::peers::{PeerAnswer, PeerCall};
-        let calls = [
-            PeerCall::Infer(request()),
-            PeerCall::Metadata("tiny".into()),
-            PeerCall::JobStatus("n1.1-2".into()),
-            PeerCall::HeldResult("n1.1-3".into()),
-            PeerCall::ReleaseResult("n1.1-4".into()),
-        ];
-        for call in calls {
-            assert_eq!(PeerCall::decode(&call.encode()), Ok(call));
-        }
-        let answers = [
-            PeerAnswer::Infer(ForwardReply::Refused(InferError::BadRequest("shape".into()))),
-            PeerAnswer::Text("{}".into()),
-            PeerAnswer::Bytes(vec![0, 1, 2]),
-            PeerAnswer::Done,
-        ];
-        for answer in answers {
-            assert_eq!(PeerAnswer::decode(&answer.encode()), Ok(answer));
-        }
-        assert!(PeerCall::decode(b"GMP1\x09").is_err());
-        assert!(PeerAnswer::decode(b"nope").is_err());
-    }
-
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -456,8 +343,6 @@ mod tests {
             let mut prefixed = REQUEST_MAGIC.to_vec();
             prefixed.extend(&bytes);
             let _ = ForwardRequest::decode(&prefixed);
-            let _ = crate::forward::peers::PeerCall::decode(&bytes);
-            let _ = crate::forward::peers::PeerAnswer::decode(&bytes);
         }
     }
 }

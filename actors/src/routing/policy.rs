@@ -25,7 +25,10 @@ use rand::{Rng, RngExt};
 const NEAR_TIE_FACTOR: f64 = 1.10;
 /// Requests of this priority or higher are placed without randomisation.
 const URGENT_PRIORITY: u8 = 8;
-/// Service time assumed for a node that has not reported one yet.
+/// Service time assumed for a node that has not reported one yet when no
+/// node has; otherwise the slowest reported one is assumed, so an unmeasured
+/// node is tried when the measured ones are busy, not before them (assuming
+/// it fast sent it requests until its first report and made the tail).
 const UNKNOWN_SERVICE_MS: f64 = 1.0;
 
 /// A routing policy (`--policy`).
@@ -252,8 +255,8 @@ fn exclusion(candidate: &Candidate, requirements: &Requirements, params: RoutePa
     None
 }
 
-fn eta_ms(candidate: &Candidate, ahead: f64) -> f64 {
-    let service = if candidate.service_ms_per_item > 0.0 { candidate.service_ms_per_item } else { UNKNOWN_SERVICE_MS };
+fn eta_ms(candidate: &Candidate, ahead: f64, unknown_service_ms: f64) -> f64 {
+    let service = if candidate.service_ms_per_item > 0.0 { candidate.service_ms_per_item } else { unknown_service_ms };
     (ahead + 1.0) * service + candidate.network_ms
 }
 
@@ -277,12 +280,15 @@ pub fn decide(
 ) -> Decision {
     let mut scored: Vec<Scored> = Vec::with_capacity(candidates.len());
     let mut eligible: Vec<(usize, f64)> = Vec::new();
+    let unknown_service_ms =
+        candidates.iter().filter(|c| c.model_device.is_some()).map(|c| c.service_ms_per_item).fold(0.0, f64::max);
+    let unknown_service_ms = if unknown_service_ms > 0.0 { unknown_service_ms } else { UNKNOWN_SERVICE_MS };
     for (index, candidate) in candidates.iter().enumerate() {
         state.observe(candidate);
         let excluded = exclusion(candidate, requirements, params);
         let ahead = state.ahead(candidate);
         let score = excluded.is_none().then(|| match policy {
-            Policy::Eta => eta_ms(candidate, ahead),
+            Policy::Eta => eta_ms(candidate, ahead, unknown_service_ms),
             Policy::LeastQueue => ahead,
             Policy::WeightedScore => weighted_score(candidate),
             Policy::RoundRobin | Policy::Random => 0.0,

@@ -107,6 +107,20 @@ fn eta_prefers_the_idle_fast_node() {
 }
 
 #[test]
+fn an_unmeasured_node_is_assumed_as_slow_as_the_slowest_measured_one() {
+    let fast = Candidate { service_ms_per_item: 2.0, ..node("fast") };
+    let slow = Candidate { service_ms_per_item: 20.0, ..node("slow") };
+    let unmeasured = Candidate { service_ms_per_item: 0.0, ..node("new") };
+    let decision = pick(Policy::Eta, &[fast.clone(), slow, unmeasured.clone()], &Requirements::default());
+    assert_eq!(decision.chosen.as_deref(), Some("fast"), "an idle measured node beats an unknown one");
+    let new_score = decision.candidates.iter().find(|c| c.node == "new").and_then(|c| c.score);
+    assert_eq!(new_score, Some(20.5));
+    let busy_fast = Candidate { queue_depth: 30, ..fast };
+    let decision = pick(Policy::Eta, &[busy_fast, unmeasured], &Requirements::default());
+    assert_eq!(decision.chosen.as_deref(), Some("new"), "it is tried once the measured ones are busy");
+}
+
+#[test]
 fn local_wins_when_it_is_best_or_tied() {
     let local = me(node("z"));
     let remote = Candidate { network_ms: 0.0, ..node("a") };
