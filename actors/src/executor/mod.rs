@@ -164,6 +164,12 @@ impl ModelStats {
         f64::from_bits(self.service_ns_per_item.load(Ordering::Relaxed)) / 1e6
     }
 
+    /// Starts the average at a known service time (a synthetic model's
+    /// declared one), so routing does not take an unserved node for fast.
+    fn assume_service(&self, per_item: Duration) {
+        self.service_ns_per_item.store((per_item.as_nanos() as f64).to_bits(), Ordering::Relaxed);
+    }
+
     fn set_queue_depth(&self, depth: usize) {
         self.queue_depth.store(u32::try_from(depth).unwrap_or(u32::MAX), Ordering::Relaxed);
     }
@@ -257,14 +263,11 @@ pub(crate) async fn load_models(
             tracing::warn!(model = %spec.name, "batching off: not every input has a dynamic leading dimension");
         }
         tracing::info!(model = %spec.name, device = %device, batching, "model loaded");
-        let model = ServedModel {
-            spec: spec.clone(),
-            metadata,
-            device,
-            stats: ModelStats::default(),
-            runner,
-            executor: RwLock::new(None),
-        };
+        let stats = ModelStats::default();
+        if let Runner::Synthetic { fixed, per_item, .. } = &runner {
+            stats.assume_service(*fixed + *per_item);
+        }
+        let model = ServedModel { spec: spec.clone(), metadata, device, stats, runner, executor: RwLock::new(None) };
         loaded.push(LoadedModel { model: Arc::new(model), batching });
     }
     Ok(loaded)
