@@ -20,7 +20,7 @@ use crate::peers::{CLUSTER_PORT, SimPeers, WorkLog};
 use crate::scenario::{NodeSpec, Workload};
 use crate::store::SimJobStore;
 use crate::trace::TraceLog;
-use crate::workload::{Client, Ledger, MODEL};
+use crate::workload::{Client, Ledger, Load, MODEL};
 
 pub(crate) const GOSSIP_PORT: u16 = 7946;
 const HTTP_PORT: u16 = 8080;
@@ -97,7 +97,7 @@ pub(crate) struct HostSetup {
     pub(crate) ack_before_flush: bool,
     pub(crate) policy: gpumesh_actors::Policy,
     /// This node's client and its rate, if it has one.
-    pub(crate) client: Option<(Workload, f64)>,
+    pub(crate) client: Option<(Workload, Load)>,
     pub(crate) index: u32,
     pub(crate) ledger: Ledger,
 }
@@ -184,12 +184,12 @@ impl HostSetup {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.spec.name.clone(), observed);
-        if let Some((workload, rate_per_s)) = self.client.clone() {
+        if let Some((workload, load)) = self.client.clone() {
             let client = Client {
                 node: node.clone(),
                 index: self.index,
                 workload,
-                rate_per_s,
+                load,
                 rng: client_rng,
                 ledger: self.ledger.clone(),
                 trace: self.trace.clone(),

@@ -42,7 +42,9 @@ pub(crate) struct Workload {
     pub(crate) start_ms: u64,
     pub(crate) stop_ms: u64,
     /// Requests per second over the whole cluster (open loop).
-    pub(crate) rate_per_s: f64,
+    pub(crate) rate_per_s: Option<f64>,
+    /// Requests each client keeps in flight (closed loop), instead of a rate.
+    pub(crate) concurrency: Option<u32>,
     /// Share of requests sent as durable jobs; the rest are synchronous.
     #[serde(default)]
     pub(crate) async_fraction: f64,
@@ -361,8 +363,10 @@ impl Scenario {
             if fractions.iter().any(|f| !(0.0..=1.0).contains(f)) {
                 bail!("workload fractions must be between 0 and 1");
             }
-            if !(workload.rate_per_s > 0.0 && workload.rate_per_s.is_finite()) {
-                bail!("workload rate_per_s must be a positive number");
+            match (workload.rate_per_s, workload.concurrency) {
+                (Some(rate), None) if rate > 0.0 && rate.is_finite() => {}
+                (None, Some(concurrency)) if concurrency > 0 => {}
+                _ => bail!("a workload has either rate_per_s (a positive number) or concurrency (1 or more)"),
             }
             if workload.stop_ms > self.duration_ms || workload.start_ms >= workload.stop_ms {
                 bail!("the workload must start before it stops, and stop within the run");

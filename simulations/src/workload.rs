@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use gpumesh_actors::{InferRequest, NodeHandle, Requirements, Tensor, TensorData};
-use rand::RngExt as _;
 use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
 
 use crate::scenario::Workload;
 use crate::trace::TraceLog;
@@ -70,52 +70,113 @@ pub(crate) fn echoed(response: &gpumesh_actors::InferResponse) -> Option<f32> {
     }
 }
 
+/// How a client loads its node.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Load {
+    /// Open loop: this many requests per second, on schedule.
+    Rate(f64),
+    /// Closed loop: this many requests in flight, each sent when one ends.
+    Concurrency(u32),
+}
+
 /// One node's client.
 pub(crate) struct Client {
     pub(crate) node: Arc<NodeHandle>,
     /// This node's index: values are `count * 128 + index`, unique and exact in f32.
     pub(crate) index: u32,
     pub(crate) workload: Workload,
-    /// Requests per second this client sends.
-    pub(crate) rate_per_s: f64,
+    pub(crate) load: Load,
     pub(crate) rng: StdRng,
     pub(crate) ledger: Ledger,
     pub(crate) trace: TraceLog,
 }
 
+/// One request a client sends.
+enum Send {
+    Job { request: InferRequest, key: String, value: f32 },
+    Infer { request: InferRequest, value: f32 },
+}
+
+/// Draws what a client (or one closed-loop worker) sends next.
+struct Draws {
+    rng: StdRng,
+    keys: Vec<String>,
+    name: String,
+    index: u32,
+    workload: Workload,
+    ledger: Ledger,
+}
+
+impl Draws {
+    fn next(&mut self) -> Option<Send> {
+        let value = self.ledger.next_value(self.index);
+        let priority = if self.rng.random_bool(self.workload.high_priority_fraction) { 9 } else { 5 };
+        let request = request(value, priority)?;
+        if !self.rng.random_bool(self.workload.async_fraction) {
+            return Some(Send::Infer { request, value });
+        }
+        let duplicate = !self.keys.is_empty() && self.rng.random_bool(self.workload.duplicate_fraction);
+        let key = if duplicate {
+            self.keys[self.rng.random_range(0..self.keys.len())].clone()
+        } else {
+            let key = format!("{}-{value}", self.name);
+            self.keys.push(key.clone());
+            key
+        };
+        Some(Send::Job { request, key, value })
+    }
+}
+
 impl Client {
-    /// Sends requests on schedule until the workload stops.
+    async fn send(node: Arc<NodeHandle>, send: Send, ledger: Ledger, trace: TraceLog) {
+        match send {
+            Send::Job { request, key, value } => submit(node, request, key, value, ledger, trace).await,
+            Send::Infer { request, value } => infer(node, request, value, ledger).await,
+        }
+    }
+
+    /// Sends requests until the workload stops.
     pub(crate) async fn run(mut self) {
-        let gap = Duration::from_secs_f64(1.0 / self.rate_per_s);
-        let name = self.node.name().to_string();
-        let mut keys: Vec<String> = Vec::new();
-        loop {
-            let now = now_ms();
-            if now >= self.workload.stop_ms {
-                return;
+        let now = now_ms();
+        if now < self.workload.start_ms {
+            tokio::time::sleep(Duration::from_millis(self.workload.start_ms - now)).await;
+        }
+        let draws = |rng: StdRng| Draws {
+            rng,
+            keys: Vec::new(),
+            name: self.node.name().to_string(),
+            index: self.index,
+            workload: self.workload.clone(),
+            ledger: self.ledger.clone(),
+        };
+        match self.load {
+            Load::Rate(rate_per_s) => {
+                let gap = Duration::from_secs_f64(1.0 / rate_per_s);
+                let mut jitter = StdRng::from_rng(&mut self.rng);
+                let mut draws = draws(StdRng::from_rng(&mut self.rng));
+                while now_ms() < self.workload.stop_ms {
+                    // Open loop: the next send is on schedule whatever this one does.
+                    tokio::time::sleep(gap.mul_f64(jitter.random_range(0.5..1.5))).await;
+                    let Some(send) = draws.next() else { continue };
+                    tokio::spawn(Self::send(self.node.clone(), send, self.ledger.clone(), self.trace.clone()));
+                }
             }
-            if now < self.workload.start_ms {
-                tokio::time::sleep(Duration::from_millis(self.workload.start_ms - now)).await;
-                continue;
-            }
-            // Open loop: the next send is on schedule whatever this one does.
-            let jitter = self.rng.random_range(0.5..1.5);
-            tokio::time::sleep(gap.mul_f64(jitter)).await;
-            let value = self.ledger.next_value(self.index);
-            let priority = if self.rng.random_bool(self.workload.high_priority_fraction) { 9 } else { 5 };
-            let Some(request) = request(value, priority) else { continue };
-            if self.rng.random_bool(self.workload.async_fraction) {
-                let duplicate = !keys.is_empty() && self.rng.random_bool(self.workload.duplicate_fraction);
-                let key = if duplicate {
-                    keys[self.rng.random_range(0..keys.len())].clone()
-                } else {
-                    let key = format!("{name}-{value}");
-                    keys.push(key.clone());
-                    key
-                };
-                tokio::spawn(submit(self.node.clone(), request, key, value, self.ledger.clone(), self.trace.clone()));
-            } else {
-                tokio::spawn(infer(self.node.clone(), request, value, self.ledger.clone()));
+            Load::Concurrency(workers) => {
+                let mut running = Vec::new();
+                for _ in 0..workers {
+                    let mut draws = draws(StdRng::from_rng(&mut self.rng));
+                    let (node, ledger, trace, stop_ms) =
+                        (self.node.clone(), self.ledger.clone(), self.trace.clone(), self.workload.stop_ms);
+                    running.push(tokio::spawn(async move {
+                        while now_ms() < stop_ms {
+                            let Some(send) = draws.next() else { continue };
+                            Self::send(node.clone(), send, ledger.clone(), trace.clone()).await;
+                        }
+                    }));
+                }
+                for worker in running {
+                    let _ = worker.await;
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::report::JobCounts;
 use crate::scenario::{FaultAction, Scenario};
 use crate::store::SimJobStore;
 use crate::trace::TraceLog;
-use crate::workload::Ledger;
+use crate::workload::{Ledger, Load};
 
 /// The simulated wall clock starts here, whatever the real date.
 const EPOCH_SECS: u64 = 1_790_000_000;
@@ -81,11 +81,13 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         None => Vec::new(),
     };
     for (index, spec) in scenario.nodes.iter().enumerate() {
-        let client = scenario
-            .workload
-            .as_ref()
-            .filter(|_| clients.contains(&&spec.name))
-            .map(|workload| (workload.clone(), workload.rate_per_s / clients.len() as f64));
+        let client = scenario.workload.as_ref().filter(|_| clients.contains(&&spec.name)).map(|workload| {
+            let load = match workload.rate_per_s {
+                Some(rate) => Load::Rate(rate / clients.len() as f64),
+                None => Load::Concurrency(workload.concurrency.unwrap_or(1)),
+            };
+            (workload.clone(), load)
+        });
         let setup = HostSetup {
             spec: spec.clone(),
             peers: names.iter().filter(|name| **name != spec.name).cloned().collect(),
