@@ -138,6 +138,12 @@ impl Checker {
             let elapsed = now_ms - detection.since_ms;
             if detection.waiting.is_empty() {
                 self.detect_ms_max = self.detect_ms_max.max(elapsed);
+                if elapsed > bounds.detect_ms {
+                    failures.push(format!(
+                        "{} seen dead by every node only {elapsed} ms after its crash, bound {} ms",
+                        detection.node, bounds.detect_ms
+                    ));
+                }
                 return false;
             }
             if elapsed > bounds.detect_ms {
@@ -154,6 +160,13 @@ impl Checker {
             if agreed {
                 self.converge_ms_max = self.converge_ms_max.max(now_ms - since);
                 self.converging_since_ms = None;
+                if now_ms - since > self.bounds.converge_ms {
+                    self.failures.push(format!(
+                        "membership converged {} ms after a restart or heal, bound {} ms",
+                        now_ms - since,
+                        self.bounds.converge_ms
+                    ));
+                }
             } else if now_ms - since > self.bounds.converge_ms {
                 self.failures
                     .push(format!("membership did not converge within {} ms of a restart", self.bounds.converge_ms));
