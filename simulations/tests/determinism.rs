@@ -61,31 +61,58 @@ fn sim(args: &[&str]) -> (String, i32) {
     (String::from_utf8_lossy(&output.stdout).into_owned(), output.status.code().expect("exit code"))
 }
 
-/// Every scenario in `scenarios/` passes over a range of seeds:
-/// `GPUMESH_SIM_SEEDS` (default `1..6`, both ends included), and only its
-/// first seed for the 100-node scenario, which takes half a minute a seed.
-#[test]
-fn every_scenario_passes_over_the_seed_range() {
+/// Runs `file` over the seed range: `GPUMESH_SIM_SEEDS` (default `1..6`,
+/// both ends included), and only its first seed for the 100-node scenario,
+/// which takes half a minute a seed.
+fn passes_over_the_seed_range(file: &str) {
     let range = std::env::var("GPUMESH_SIM_SEEDS").unwrap_or_else(|_| "1..6".into());
     let first_seed = range.split_once("..").map_or("1", |(first, _)| first).to_string();
-    let mut scenarios: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"))
-        .expect("scenarios dir")
-        .map(|entry| entry.expect("entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-        .collect();
-    scenarios.sort();
-    assert!(scenarios.len() >= 7, "every scenario the simulator promises is there: {scenarios:?}");
-    for path in &scenarios {
-        let seeds =
-            if path.ends_with("hundred-nodes.toml") { format!("{first_seed}..{first_seed}") } else { range.clone() };
-        let path = path.to_str().expect("utf-8 path");
-        let (stdout, code) = sim(&[path, "--seeds", &seeds, "--json"]);
-        let summary: serde_json::Value = serde_json::from_str(&stdout).expect("summary is JSON");
-        assert_eq!(code, 0, "{path} failed: {summary}");
-        assert_eq!(summary["failed"], serde_json::json!([]), "{summary}");
-        assert_eq!(summary["distinct_traces"], summary["seeds"], "every seed gives its own trace: {summary}");
-        eprintln!("{summary}");
-    }
+    let seeds = if file == "hundred-nodes.toml" { format!("{first_seed}..{first_seed}") } else { range };
+    let path = scenario(file);
+    let path = path.to_str().expect("utf-8 path");
+    let (stdout, code) = sim(&[path, "--seeds", &seeds, "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("summary is JSON");
+    assert_eq!(code, 0, "{path} failed: {summary}");
+    assert_eq!(summary["failed"], serde_json::json!([]), "{summary}");
+    assert_eq!(summary["distinct_traces"], summary["seeds"], "every seed gives its own trace: {summary}");
+    eprintln!("{summary}");
+}
+
+/// One test per scenario, so each stays within the test timeout and a
+/// failure names its scenario.
+macro_rules! every_scenario {
+    ($($test:ident => $file:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                passes_over_the_seed_range($file);
+            }
+        )*
+
+        #[test]
+        fn every_scenario_file_has_its_test() {
+            let mut files: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"))
+                .expect("scenarios dir")
+                .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".toml"))
+                .collect();
+            files.sort();
+            let mut tested = vec![$($file.to_string()),*];
+            tested.sort();
+            assert_eq!(files, tested, "add the new scenario to every_scenario!");
+        }
+    };
+}
+
+every_scenario! {
+    crash_restart_passes => "crash-restart.toml",
+    owner_crash_passes => "owner-crash.toml",
+    executor_crash_passes => "executor-crash.toml",
+    partition_passes => "partition.toml",
+    lossy_network_passes => "lossy-network.toml",
+    gpu_faults_passes => "gpu-faults.toml",
+    mixed_policies_passes => "mixed-policies.toml",
+    hundred_nodes_passes => "hundred-nodes.toml",
 }
 
 /// A job scenario replays byte for byte too: clients, jobs and the store's
