@@ -178,22 +178,18 @@ impl JobStore for SimJobStore {
 
     fn prune(&self, now_ms: u64, retention: Retention) -> gpumesh_storage::Result<usize> {
         let mut tables = self.tables();
-        let mut finished: Vec<JobRecord> =
+        let finished: Vec<JobRecord> =
             tables.jobs.entries().into_iter().map(|(_, job)| job).filter(|j| j.state.is_final()).collect();
-        finished.sort_by_key(|job| job.updated_ms);
-        let excess = finished.len().saturating_sub(retention.max_finished);
         let mut dropped = 0;
-        for (index, job) in finished.iter().enumerate() {
-            if index < excess || now_ms.saturating_sub(job.updated_ms) > retention.max_age_ms {
-                tables.jobs.remove(&job.id);
-                if let Some(key) = &job.idempotency_key {
-                    tables.idem.remove(key);
-                }
-                dropped += 1;
+        for job in retention.expired(finished, now_ms) {
+            tables.jobs.remove(&job.id);
+            if let Some(key) = &job.idempotency_key {
+                tables.idem.remove(key);
             }
+            dropped += 1;
         }
         for (id, (held_ms, _)) in tables.held.entries() {
-            if now_ms.saturating_sub(held_ms) > retention.max_age_ms {
+            if retention.too_old(held_ms, now_ms) {
                 tables.held.remove(&id);
                 dropped += 1;
             }

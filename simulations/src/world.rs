@@ -115,7 +115,6 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
     let mut faults = scenario.faults.clone();
     for fault in &mut faults {
         fault.at_ms = fault.draw(&mut times);
-        fault.earliest_ms = fault.at_ms;
     }
     faults.sort_by_key(|fault| fault.at_ms);
     let calm_from = faults

@@ -157,6 +157,12 @@ impl PeerNet for ClusterPeers {
 
 const CALL_MAGIC: &[u8; 4] = b"GMP1";
 
+/// Appends a call whose body is text: its kind, then the text's bytes.
+fn text_call(bytes: &mut Vec<u8>, tag: u8, text: &str) {
+    bytes.push(tag);
+    bytes.extend(text.as_bytes());
+}
+
 impl PeerCall {
     /// The call's bytes, for networks that carry bytes (the simulator's).
     pub fn encode(&self) -> Vec<u8> {
@@ -166,19 +172,10 @@ impl PeerCall {
                 bytes.push(0);
                 bytes.extend(request.encode());
             }
-            PeerCall::Metadata(text)
-            | PeerCall::JobStatus(text)
-            | PeerCall::HeldResult(text)
-            | PeerCall::ReleaseResult(text) => {
-                let tag = match self {
-                    PeerCall::Metadata(_) => 1,
-                    PeerCall::JobStatus(_) => 2,
-                    PeerCall::HeldResult(_) => 3,
-                    _ => 4,
-                };
-                bytes.push(tag);
-                bytes.extend(text.as_bytes());
-            }
+            PeerCall::Metadata(text) => text_call(&mut bytes, 1, text),
+            PeerCall::JobStatus(text) => text_call(&mut bytes, 2, text),
+            PeerCall::HeldResult(text) => text_call(&mut bytes, 3, text),
+            PeerCall::ReleaseResult(text) => text_call(&mut bytes, 4, text),
         }
         bytes
     }

@@ -42,6 +42,26 @@ pub struct Retention {
     pub max_finished: usize,
 }
 
+impl Retention {
+    /// The finished jobs retention drops: beyond `max_finished` the oldest,
+    /// and every one older than `max_age_ms`. Every store prunes with this.
+    pub fn expired(&self, mut finished: Vec<JobRecord>, now_ms: u64) -> Vec<JobRecord> {
+        finished.sort_by_key(|job| job.updated_ms);
+        let excess = finished.len().saturating_sub(self.max_finished);
+        finished
+            .into_iter()
+            .enumerate()
+            .filter(|(index, job)| *index < excess || self.too_old(job.updated_ms, now_ms))
+            .map(|(_, job)| job)
+            .collect()
+    }
+
+    /// Whether something last changed at `at_ms` is past `max_age_ms`.
+    pub fn too_old(&self, at_ms: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(at_ms) > self.max_age_ms
+    }
+}
+
 impl Default for Retention {
     /// A day, and at most 100,000 finished jobs.
     fn default() -> Self {
@@ -175,7 +195,7 @@ impl SledJobStore {
         })
     }
 
-    fn update_transaction(
+    fn update_unflushed(
         &self,
         id: &str,
         event: JobEvent,
@@ -279,7 +299,7 @@ impl JobStore for SledJobStore {
         now_ms: u64,
         max_attempts: u32,
     ) -> Result<std::result::Result<JobRecord, TransitionError>> {
-        self.update_transaction(id, event, now_ms, max_attempts)
+        self.update_unflushed(id, event, now_ms, max_attempts)
     }
 
     fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>> {
@@ -310,14 +330,7 @@ impl JobStore for SledJobStore {
     fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize> {
         let mut finished = self.list(StateFilter::Completed, usize::MAX)?;
         finished.extend(self.list(StateFilter::Failed, usize::MAX)?);
-        finished.sort_by_key(|job| job.updated_ms);
-        let excess = finished.len().saturating_sub(retention.max_finished);
-        let doomed: Vec<&JobRecord> = finished
-            .iter()
-            .enumerate()
-            .filter(|(index, job)| *index < excess || now_ms.saturating_sub(job.updated_ms) > retention.max_age_ms)
-            .map(|(_, job)| job)
-            .collect();
+        let doomed = retention.expired(finished, now_ms);
         for job in &doomed {
             self.meta.remove(job.id.as_bytes())?;
             self.request.remove(job.id.as_bytes())?;
@@ -331,7 +344,7 @@ impl JobStore for SledJobStore {
         for entry in self.held.iter() {
             let (id, value) = entry?;
             let held_ms = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
-            if now_ms.saturating_sub(held_ms) > retention.max_age_ms {
+            if retention.too_old(held_ms, now_ms) {
                 self.held.remove(id)?;
                 dropped += 1;
             }
