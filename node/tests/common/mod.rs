@@ -14,18 +14,34 @@ use tokio::time::Instant;
 pub const GOSSIP_INTERVAL_MS: u64 = 200;
 const POLL_MS: u64 = 50;
 
+/// Ports handed out so far by this test process.
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+/// Test nodes listen below Linux's ephemeral range (32768 and up), so no
+/// outgoing connection and no `bind(0)` can take a port between the moment
+/// it is chosen here and the moment the node process binds it.
+const PORT_BASE: u16 = 20_000;
+const PORT_SPAN: u16 = 12_000;
+
 /// Free loopback ports for one node: (http, gossip, cluster).
 pub fn free_ports() -> (u16, u16, u16) {
-    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let gossip = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let cluster = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let ports = (
-        http.local_addr().expect("addr").port(),
-        gossip.local_addr().expect("addr").port(),
-        cluster.local_addr().expect("addr").port(),
-    );
-    drop((http, gossip, cluster));
-    ports
+    (free_port(), free_port(), free_port())
+}
+
+/// A loopback port that is free for both TCP and UDP now, outside the
+/// ephemeral range; successive calls (and test processes, by their pid)
+/// start at different places.
+fn free_port() -> u16 {
+    let start = u16::try_from(std::process::id() % u32::from(PORT_SPAN)).expect("below span");
+    for _ in 0..PORT_SPAN {
+        let offset = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = PORT_BASE + (start + offset % PORT_SPAN) % PORT_SPAN;
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORT_BASE}..{}", PORT_BASE + PORT_SPAN);
 }
 
 /// Writes a fresh secret file with mode 0400.
@@ -230,17 +246,41 @@ impl TestCluster {
     }
 
     /// Waits until every node sees every node alive, trusted and linked.
+    /// On timeout it fails with what each node saw and the end of its log.
     pub async fn wait_formed(&self, client: &reqwest::Client, timeout: Duration) {
         let names = self.names();
-        wait_until("every node sees the whole cluster", timeout, || async {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut views = Vec::new();
             for node in &self.nodes {
-                let view = fetch_view(client, &node.url).await?;
-                if !sees_all(&view, &names) {
-                    return None;
-                }
+                views.push(fetch_view(client, &node.url).await);
             }
-            Some(())
-        })
-        .await;
+            if views.iter().all(|view| view.as_ref().is_some_and(|view| sees_all(view, &names))) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let mut report = format!("timed out after {timeout:?} waiting until every node sees the whole cluster");
+                for (node, view) in self.nodes.iter().zip(&views) {
+                    report.push_str(&format!("\n--- {} ({}) sees:", node.name, node.url));
+                    match view {
+                        None => report.push_str(" no answer"),
+                        Some(view) => {
+                            for n in &view.nodes {
+                                let (status, trusted, connected) = (n.status.as_str(), n.trusted, n.connected);
+                                report.push_str(&format!(" {}[{status} trusted={trusted} linked={connected}]", n.name));
+                            }
+                        }
+                    }
+                    let log = node.log_text();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    report.push_str(&format!(
+                        "\n  log tail:\n    {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n    ")
+                    ));
+                }
+                panic!("{report}");
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
     }
 }
