@@ -155,6 +155,12 @@ impl NodeHandle {
         self.jobs.store.store().list(filter, limit).map_err(storage_error)
     }
 
+    /// The `limit` jobs this node created most recently, newest first.
+    pub async fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, InferError> {
+        self.jobs.store.wait_durable().await.map_err(storage_error)?;
+        self.jobs.store.store().recent(limit).map_err(storage_error)
+    }
+
     /// Resumes every job that was not final when this node last stopped.
     pub fn resume_jobs(self: &Arc<Self>) -> Result<usize, InferError> {
         let pending = self.jobs.store.store().recover().map_err(storage_error)?;

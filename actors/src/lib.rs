@@ -6,6 +6,8 @@
 //! - `node`: [`start_node`] and [`NodeHandle`].
 //! - `supervisor`: starts the actors below and restarts them with backoff.
 //! - `metrics` + `hardware`: NVML/sysinfo readings published as load.
+//! - `telemetry`: the Prometheus metrics; `history`: samples of the view
+//!   kept for the status page's charts.
 //! - `view`: turns gossip state into the typed cluster view.
 //! - `links`: the ractor_cluster node server and links to peers.
 //! - `executor`: one actor per model, ONNX Runtime or synthetic, with
@@ -23,6 +25,7 @@ pub mod env;
 pub mod executor;
 pub mod forward;
 pub mod hardware;
+pub mod history;
 pub mod jobs;
 pub mod link_plan;
 mod links;
@@ -32,6 +35,7 @@ pub mod registry;
 pub mod restart;
 pub mod routing;
 mod supervisor;
+pub mod telemetry;
 pub mod tensor;
 mod view;
 

@@ -83,6 +83,8 @@ impl Actor for MetricsActor {
 }
 
 fn model_load(model: &ServedModel) -> ModelLoad {
+    let window = model.stats.take_latency_window();
+    let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
     ModelLoad {
         name: model.spec.name.clone(),
         device: model.device.clone(),
@@ -90,5 +92,8 @@ fn model_load(model: &ServedModel) -> ModelLoad {
         service_ms_per_item: (model.stats.service_ms_per_item() * 1000.0).round() / 1000.0,
         queue_depth: model.stats.queue_depth(),
         inflight: model.stats.inflight(),
+        completed: model.stats.completed(),
+        p50_ms: window.map(|w| round(w.p50_ms)),
+        p99_ms: window.map(|w| round(w.p99_ms)),
     }
 }

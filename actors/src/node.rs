@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub forward_timeout: Duration,
     /// How long finished jobs (and results held for other owners) are kept.
     pub job_retention: gpumesh_storage::jobs::Retention,
+    /// How often the metrics history samples the view; `None` keeps none.
+    pub history_interval: Option<Duration>,
 }
 
 /// A running node.
@@ -84,6 +86,9 @@ pub struct NodeHandle {
     pub(crate) router: Router,
     pub(crate) clock: Arc<dyn crate::env::Clock>,
     pub(crate) jobs: crate::jobs::JobService,
+    telemetry: crate::telemetry::Telemetry,
+    history: Option<gpumesh_storage::MetricsHistory>,
+    _history_task: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 /// Starts a node: identity from the store, gossip, then the supervised actors.
@@ -187,6 +192,19 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             return Err(Error::Start(format!("{error}")));
         }
     };
+    let telemetry = crate::telemetry::Telemetry::new(crate::telemetry::NodeCollector {
+        models: models.clone(),
+        view: view_rx.clone(),
+        jobs: job_store.clone(),
+    });
+    let (history, history_task) = match config.history_interval {
+        Some(interval) => {
+            let history = store.history(crate::history::HISTORY_KEEP_MS)?;
+            let task = crate::history::spawn_sampler(history.clone(), view_rx.clone(), env.clock.clone(), interval);
+            (Some(history), Some(task))
+        }
+        None => (None, None),
+    };
     let jobs = crate::jobs::JobService::new(
         job_store,
         name.as_str(),
@@ -209,6 +227,9 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         router,
         clock: env.clock.clone(),
         jobs,
+        telemetry,
+        history,
+        _history_task: history_task,
     })
 }
 
@@ -257,6 +278,21 @@ impl NodeHandle {
     /// Runs `request` on the node the policy picks: here, or forwarded over
     /// the node link, trying the next best node when a forward fails.
     pub async fn route_infer(
+        &self,
+        model: &str,
+        requirements: &Requirements,
+        request: InferRequest,
+    ) -> std::result::Result<Routed, InferError> {
+        let started = self.clock.now();
+        let result = self.route_infer_attempts(model, requirements, request).await;
+        let seconds = self.clock.now().saturating_duration_since(started).as_secs_f64();
+        let node = result.as_ref().ok().map(|routed| routed.node.as_str());
+        let outcome = crate::telemetry::outcome(result.as_ref().map(|_| ()));
+        self.telemetry.request(model, outcome, node, seconds);
+        result
+    }
+
+    async fn route_infer_attempts(
         &self,
         model: &str,
         requirements: &Requirements,
@@ -358,6 +394,10 @@ impl NodeHandle {
                 ))),
             }
         };
+        if target != me {
+            let failure = result.as_ref().err().map(|error| crate::telemetry::outcome(Err(error)));
+            self.telemetry.forwarded(target, failure);
+        }
         match &result {
             Err(error) if target != me && !matches!(error, InferError::BadRequest(_)) => {
                 self.router.failed(target, error, self.clock.now());
@@ -386,6 +426,31 @@ impl NodeHandle {
             }
         }
         None
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn prometheus_text(&self) -> String {
+        self.telemetry.encode()
+    }
+
+    /// The metrics history samples taken at or after `since_unix_ms`
+    /// (empty when this node keeps no history).
+    pub fn history_since(&self, since_unix_ms: u64) -> Vec<gpumesh_storage::HistorySample> {
+        let Some(history) = &self.history else { return Vec::new() };
+        history.since(since_unix_ms).unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading the metrics history failed");
+            Vec::new()
+        })
+    }
+
+    /// Milliseconds since the Unix epoch on this node's clock.
+    pub fn unix_ms(&self) -> u64 {
+        self.clock.unix_ms()
+    }
+
+    /// The addresses and lifecycle state this node publishes.
+    pub async fn info(&self) -> NodeInfo {
+        self.info.lock().await.clone()
     }
 
     /// The most recent routing decisions, oldest first.

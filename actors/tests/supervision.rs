@@ -58,6 +58,7 @@ async fn crashed_metrics_actor_is_restarted_with_growing_backoff() {
         policy: gpumesh_actors::Policy::Eta,
         forward_timeout: Duration::from_secs(10),
         job_retention: gpumesh_storage::jobs::Retention::default(),
+        history_interval: None,
     };
     let node = start_node(config, env).await.expect("node starts");
     let deadline = Instant::now() + Duration::from_secs(5);

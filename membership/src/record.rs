@@ -71,4 +71,13 @@ pub struct ModelLoad {
     pub service_ms_per_item: f64,
     pub queue_depth: u32,
     pub inflight: u32,
+    /// Requests the node has executed for this model since it started.
+    #[serde(default)]
+    pub completed: u64,
+    /// Median and 99th percentile of queue plus compute time per request
+    /// over the last metrics interval, milliseconds; `None` without requests.
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
 }

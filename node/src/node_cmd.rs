@@ -14,6 +14,8 @@ use crate::settings::NodeSettings;
 /// follows the gossip interval down to this floor (sysinfo needs 200 ms
 /// between CPU readings).
 const METRICS_INTERVAL_MIN_MS: u64 = 200;
+/// How often the metrics history samples the cluster view (the status page charts it).
+const HISTORY_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest an inference request waits for its result.
 const INFER_TIMEOUT_MS: u64 = 30_000;
 /// Longest a forwarded request may take before the next node is tried.
@@ -78,6 +80,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         policy: settings.policy,
         forward_timeout: Duration::from_millis(FORWARD_TIMEOUT_MS),
         job_retention: settings.job_retention,
+        history_interval: Some(HISTORY_INTERVAL),
     };
     if settings.secret.is_none() {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");

@@ -3,36 +3,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{NodeSpec, TestNode, fetch_view, free_ports, wait_until, write_secret};
+use common::{fetch_view, start_with_registries, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const SYNTHETIC: &str = "kind = \"synthetic\"\nmax_batch_size = 1\nmax_queue_size = 1000\n";
-
-/// Starts nodes n1.. with the given registries (TOML text), n1 the seed.
-fn start(dir: &Path, registries: &[String]) -> Vec<TestNode> {
-    let secret = write_secret(dir, "secret");
-    let mut nodes: Vec<TestNode> = Vec::new();
-    for (index, registry) in registries.iter().enumerate() {
-        let name = format!("n{}", index + 1);
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, registry).expect("registry");
-        let seeds: Vec<String> = nodes.first().map(|n| n.gossip.clone()).into_iter().collect();
-        nodes.push(TestNode::start(&NodeSpec {
-            name: Some(&name),
-            dir,
-            data_dir_name: &name,
-            secret: Some(&secret),
-            seeds: &seeds,
-            ports: free_ports(),
-            models: Some(&path),
-        }));
-    }
-    nodes
-}
 
 fn model(name: &str, service_ms: u32) -> String {
     format!("[[model]]\nname = \"{name}\"\n{SYNTHETIC}service_time_ms = {service_ms}\n")
@@ -72,7 +49,7 @@ async fn infer(client: &reqwest::Client, url: &str, model: &str, parameters: Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_only_on_c_runs_on_c_when_asked_at_a() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nodes = start(dir.path(), &[String::new(), String::new(), model("only-c", 1)]);
+    let mut nodes = start_with_registries(dir.path(), &[String::new(), String::new(), model("only-c", 1)]);
     let client = reqwest::Client::new();
     let a = nodes[0].url.clone();
     wait_served(&client, &a, "only-c", &["n3"]).await;
@@ -108,7 +85,7 @@ async fn a_model_only_on_c_runs_on_c_when_asked_at_a() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requirements_are_honoured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let nodes = start(dir.path(), &[String::new(), model("m", 1)]);
+    let nodes = start_with_registries(dir.path(), &[String::new(), model("m", 1)]);
     let client = reqwest::Client::new();
     let a = nodes[0].url.clone();
     wait_served(&client, &a, "m", &["n2"]).await;
@@ -125,7 +102,7 @@ async fn requirements_are_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_executing_node_mid_burst_loses_no_request_silently() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nodes = start(dir.path(), &[String::new(), model("svc", 20), model("svc", 20)]);
+    let mut nodes = start_with_registries(dir.path(), &[String::new(), model("svc", 20), model("svc", 20)]);
     let client = reqwest::Client::new();
     let a = nodes[0].url.clone();
     wait_served(&client, &a, "svc", &["n2", "n3"]).await;

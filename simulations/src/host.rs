@@ -173,6 +173,7 @@ impl HostSetup {
             policy: self.policy,
             forward_timeout: Duration::from_secs(10),
             job_retention: gpumesh_storage::jobs::Retention::default(),
+            history_interval: None,
         };
         let server = tokio::spawn(crate::peers::serve(self.spec.name.clone()));
         let env = self.env(ip);

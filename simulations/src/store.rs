@@ -172,6 +172,17 @@ impl JobStore for SimJobStore {
         Ok(jobs)
     }
 
+    fn count(&self, state: gpumesh_storage::jobs::JobState) -> gpumesh_storage::Result<u64> {
+        Ok(self.tables().jobs.entries().into_iter().filter(|(_, job)| job.state == state).count() as u64)
+    }
+
+    fn recent(&self, limit: usize) -> gpumesh_storage::Result<Vec<JobRecord>> {
+        let mut jobs: Vec<JobRecord> = self.tables().jobs.entries().into_iter().map(|(_, job)| job).collect();
+        jobs.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
     fn recover(&self) -> gpumesh_storage::Result<Vec<JobRecord>> {
         self.list(StateFilter::Active, usize::MAX)
     }

@@ -6,11 +6,16 @@
 //! - `jobs`: the job state machine (pure) and the [`JobStore`] with its
 //!   sled implementation.
 //!
-//! The metrics history comes here in a later issue. Depends on no workspace crate; sled is used only here.
+//! - `history`: [`MetricsHistory`], samples of every member for the status
+//!   page's charts.
+//!
+//! Depends on no workspace crate; sled is used only here.
 
+mod history;
 pub mod jobs;
 mod node_store;
 
+pub use history::{HistorySample, MetricsHistory, NodeSample};
 pub use jobs::{JobStore, SledJobStore};
 pub use node_store::{Identity, NodeStore};
 

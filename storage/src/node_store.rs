@@ -93,6 +93,11 @@ impl NodeStore {
         crate::SledJobStore::open(&self.db)
     }
 
+    /// The metrics history in this database, keeping samples for `keep_ms`.
+    pub fn history(&self, keep_ms: u64) -> Result<crate::MetricsHistory> {
+        crate::MetricsHistory::open(&self.db, keep_ms)
+    }
+
     /// Flushes everything written so far to disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;

@@ -47,6 +47,14 @@ pub struct ModelEntry {
     pub service_ms_per_item: f64,
     pub queue_depth: u32,
     pub inflight: u32,
+    /// Requests it executed since its node started.
+    #[serde(default)]
+    pub completed: u64,
+    /// Queue plus compute time over its last metrics interval, milliseconds.
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
 }
 
 /// Sums over the trusted members that are not dead (`nodes_alive`: trusted and alive).
@@ -90,6 +98,9 @@ fn model_entry(model: &ModelLoad) -> ModelEntry {
         service_ms_per_item: model.service_ms_per_item,
         queue_depth: model.queue_depth,
         inflight: model.inflight,
+        completed: model.completed,
+        p50_ms: model.p50_ms,
+        p99_ms: model.p99_ms,
     }
 }
 
@@ -115,11 +126,19 @@ pub(crate) async fn get_cluster(State(state): State<AppState>) -> Json<ClusterRe
 /// `GET /cluster/decisions`: the most recent routing decisions with every
 /// candidate, its score and why it was left out.
 pub(crate) async fn get_decisions(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let decisions: Vec<serde_json::Value> = state
-        .node
-        .decisions()
+    Json(serde_json::json!({
+        "self": state.node.name().as_str(),
+        "policy": state.node.policy().as_str(),
+        "decisions": decisions_json(&state.node.decisions(), usize::MAX),
+    }))
+}
+
+/// The `limit` newest decisions, newest first, as `/cluster/decisions` shows them.
+pub(crate) fn decisions_json(records: &[gpumesh_actors::DecisionRecord], limit: usize) -> Vec<serde_json::Value> {
+    records
         .iter()
         .rev()
+        .take(limit)
         .map(|record| {
             let candidates: Vec<serde_json::Value> = record
                 .decision
@@ -136,10 +155,5 @@ pub(crate) async fn get_decisions(State(state): State<AppState>) -> Json<serde_j
                 "candidates": candidates,
             })
         })
-        .collect();
-    Json(serde_json::json!({
-        "self": state.node.name().as_str(),
-        "policy": state.node.policy().as_str(),
-        "decisions": decisions,
-    }))
+        .collect()
 }

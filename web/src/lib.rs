@@ -6,7 +6,9 @@
 //! - `health`: `GET /v2/health/live` and `/v2/health/ready`.
 //! - `oip`: the Open Inference Protocol v2 endpoints (metadata, infer).
 //! - `jobs`: the durable jobs API.
-//! - `page`: `GET /`, the status page.
+//! - `page`: `GET /`, the live status page, and `GET /events`, the
+//!   server-sent events that keep it live.
+//! - `metrics`: `GET /metrics`, the Prometheus text format.
 //! - `error`: the JSON error shape every 4xx/5xx uses.
 //!
 //! Depends on gpumesh-actors (the node handle) and gpumesh-membership (view
@@ -16,6 +18,7 @@ mod cluster;
 mod error;
 mod health;
 mod jobs;
+mod metrics;
 mod oip;
 mod page;
 
@@ -34,12 +37,18 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<NodeHandle>,
+    /// Turns true when the server starts shutting down: long-lived
+    /// responses (`/events`) end then, so the graceful shutdown does not
+    /// wait for them.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Every route a node serves.
-pub fn router(node: Arc<NodeHandle>) -> Router {
+pub fn router(node: Arc<NodeHandle>, closing: tokio::sync::watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/", get(page::status_page))
+        .route("/events", get(page::events))
+        .route("/metrics", get(metrics::metrics))
         .route("/cluster", get(cluster::get_cluster))
         .route("/cluster/decisions", get(cluster::get_decisions))
         .route("/jobs", post(jobs::submit).get(jobs::list))
@@ -55,7 +64,7 @@ pub fn router(node: Arc<NodeHandle>) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer_versioned))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(error::not_found)
-        .with_state(AppState { node })
+        .with_state(AppState { node, closing })
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes
@@ -65,5 +74,10 @@ pub async fn serve(
     node: Arc<NodeHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node)).with_graceful_shutdown(shutdown).await
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        closing_tx.send_replace(true);
+    };
+    axum::serve(listener, router(node, closing)).with_graceful_shutdown(shutdown).await
 }

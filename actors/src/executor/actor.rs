@@ -176,6 +176,7 @@ async fn run_batch(model: &ServedModel, batch: Vec<(Job, std::time::Duration)>) 
         match split {
             Ok((per_request, compute)) => {
                 model.stats.record_batch(jobs.len(), rows.iter().sum(), compute);
+                model.stats.record_latencies(jobs.iter().map(|(_, queued)| *queued + compute));
                 for ((job, queued), mut outputs) in jobs.into_iter().zip(per_request) {
                     if !job.request.outputs.is_empty() {
                         outputs.retain(|output| job.request.outputs.contains(&output.name));

@@ -133,14 +133,49 @@ pub enum InferError {
     Failed(String),
 }
 
-/// Live counters of one model, read by the metrics actor.
-#[derive(Debug, Default)]
+/// Live counters of one model, read by the metrics actor, `/metrics` and
+/// the status page.
+#[derive(Debug)]
 pub struct ModelStats {
     queue_depth: AtomicU32,
     inflight: AtomicU32,
     /// Moving average of service time per item in ns, as f64 bits.
     service_ns_per_item: AtomicU64,
     completed: AtomicU64,
+    /// Compute time of each batch, seconds (`gpumesh_compute_duration_seconds`).
+    pub compute_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Requests per batch (`gpumesh_batch_size`).
+    pub batch_size: prometheus_client::metrics::histogram::Histogram,
+    /// Queue plus compute time of the requests since the last
+    /// [`ModelStats::take_latency_window`], microseconds.
+    window: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Default for ModelStats {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            queue_depth: AtomicU32::default(),
+            inflight: AtomicU32::default(),
+            service_ns_per_item: AtomicU64::default(),
+            completed: AtomicU64::default(),
+            // 50 us to about 100 s.
+            compute_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 17)),
+            // 1 to 1024.
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            // 1 us to an hour, 2 significant figures: a few kB.
+            window: std::sync::Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
+            ),
+        }
+    }
+}
+
+/// Median and 99th percentile of a latency window, milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatencyWindow {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// Weight of the newest batch in the service-time average.
@@ -178,7 +213,29 @@ impl ModelStats {
         self.inflight.store(u32::try_from(inflight).unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 
+    /// The percentiles of the requests finished since the last call, and
+    /// a fresh window; `None` when none finished.
+    pub fn take_latency_window(&self) -> Option<LatencyWindow> {
+        let mut window = self.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.is_empty() {
+            return None;
+        }
+        let at = |q: f64| window.value_at_quantile(q) as f64 / 1000.0;
+        let latency = LatencyWindow { p50_ms: at(0.5), p99_ms: at(0.99) };
+        window.reset();
+        Some(latency)
+    }
+
+    fn record_latencies(&self, latencies: impl Iterator<Item = Duration>) {
+        let mut window = self.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for latency in latencies {
+            window.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1));
+        }
+    }
+
     fn record_batch(&self, requests: usize, rows: usize, compute: Duration) {
+        self.compute_seconds.observe(compute.as_secs_f64());
+        self.batch_size.observe(requests as f64);
         let per_item = compute.as_nanos() as f64 / rows.max(1) as f64;
         let old = f64::from_bits(self.service_ns_per_item.load(Ordering::Relaxed));
         let new = if old == 0.0 { per_item } else { old + SERVICE_EWMA_ALPHA * (per_item - old) };

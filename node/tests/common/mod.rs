@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, reason = "each test binary uses a different part of the harness")]
 
+pub mod browser;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -283,4 +285,26 @@ impl TestCluster {
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
     }
+}
+
+/// Starts nodes n1.. with the given registries (TOML text), n1 the seed.
+pub fn start_with_registries(dir: &Path, registries: &[String]) -> Vec<TestNode> {
+    let secret = write_secret(dir, "secret");
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for (index, registry) in registries.iter().enumerate() {
+        let name = format!("n{}", index + 1);
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, registry).expect("registry");
+        let seeds: Vec<String> = nodes.first().map(|n| n.gossip.clone()).into_iter().collect();
+        nodes.push(TestNode::start(&NodeSpec {
+            name: Some(&name),
+            dir,
+            data_dir_name: &name,
+            secret: Some(&secret),
+            seeds: &seeds,
+            ports: free_ports(),
+            models: Some(&path),
+        }));
+    }
+    nodes
 }

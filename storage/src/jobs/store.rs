@@ -88,6 +88,10 @@ pub trait JobStore: Send + Sync {
     fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>>;
     /// Every job not yet completed or failed: what a restarted owner resumes.
     fn recover(&self) -> Result<Vec<JobRecord>>;
+    /// How many jobs are in `state`.
+    fn count(&self, state: JobState) -> Result<u64>;
+    /// The `limit` most recently created jobs, newest first.
+    fn recent(&self, limit: usize) -> Result<Vec<JobRecord>>;
     /// Drops finished jobs beyond `retention`, oldest first, and held
     /// results older than its age; returns how many jobs and results.
     fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize>;
@@ -302,6 +306,15 @@ impl JobStore for SledJobStore {
         self.update_unflushed(id, event, now_ms, max_attempts)
     }
 
+    fn count(&self, state: JobState) -> Result<u64> {
+        let mut count = 0;
+        for key in self.by_state.scan_prefix([state_byte(state)]).keys() {
+            key?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>> {
         let states: &[JobState] = match filter {
             StateFilter::Active => &[JobState::Accepted, JobState::Dispatched, JobState::Running],
@@ -325,6 +338,23 @@ impl JobStore for SledJobStore {
 
     fn recover(&self) -> Result<Vec<JobRecord>> {
         self.list(StateFilter::Active, usize::MAX)
+    }
+
+    fn recent(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let mut keys: Vec<(u64, String)> = Vec::new();
+        let states =
+            [JobState::Accepted, JobState::Dispatched, JobState::Running, JobState::Completed, JobState::Failed];
+        for state in states {
+            for key in self.by_state.scan_prefix([state_byte(state)]).keys().rev().take(limit) {
+                let key = key?;
+                let created = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+                let id = key.get(9..).and_then(|b| String::from_utf8(b.to_vec()).ok());
+                let (Some(created), Some(id)) = (created, id) else { return Err(Error::Corrupt { what: "job index" }) };
+                keys.push((created, id));
+            }
+        }
+        keys.sort_by(|a, b| b.cmp(a));
+        keys.into_iter().take(limit).filter_map(|(_, id)| self.get(&id).transpose()).collect()
     }
 
     fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize> {

@@ -136,3 +136,23 @@ fn held_results_survive_a_reopen_until_released_or_too_old() {
     assert_eq!(store.prune(15_001, retention).expect("prune"), 1, "n1.b is over 10 s old");
     assert_eq!(store.held_result("n1.b").expect("read"), None);
 }
+
+#[test]
+fn counts_by_state_and_recent_jobs_newest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, store) = open(dir.path());
+    for (i, at) in [(1, 10), (2, 30), (3, 20), (4, 40)] {
+        store.insert(job(&format!("n1.{i}"), None, at)).expect("insert");
+    }
+    store.update("n1.3", JobEvent::Dispatched { node: "c".into() }, 50, 3).expect("stored").expect("applies");
+    store
+        .update("n1.4", JobEvent::Failed { reason: "x".into(), retryable: false }, 51, 3)
+        .expect("stored")
+        .expect("ok");
+    assert_eq!(store.count(JobState::Accepted).expect("count"), 2);
+    assert_eq!(store.count(JobState::Dispatched).expect("count"), 1);
+    assert_eq!(store.count(JobState::Failed).expect("count"), 1);
+    assert_eq!(store.count(JobState::Completed).expect("count"), 0);
+    let recent: Vec<String> = store.recent(3).expect("recent").into_iter().map(|j| j.id).collect();
+    assert_eq!(recent, ["n1.4", "n1.2", "n1.3"], "newest created first, whatever the state");
+}
