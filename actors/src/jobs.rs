@@ -140,12 +140,16 @@ impl NodeHandle {
     }
 
     /// Any job of the cluster: from this node's store when it owns it, else
-    /// from its owner over the node link. `Ok(None)`: no such job.
+    /// from its owner over the node link. `Ok(None)`: no such job, which
+    /// includes an id naming a node that is no trusted member (a known
+    /// owner that cannot be asked now is an error: the job may exist).
     pub async fn find_job(&self, id: &str) -> Result<Option<JobRecord>, InferError> {
         match owner_of(id) {
             Some(owner) if owner == self.name().as_str() => self.job(id).await,
-            Some(owner) => self.router.remote_job(owner, id).await,
-            None => Ok(None),
+            Some(owner) if self.view().members.iter().any(|m| m.trusted && m.name == owner) => {
+                self.router.remote_job(owner, id).await
+            }
+            Some(_) | None => Ok(None),
         }
     }
 

@@ -45,7 +45,7 @@ pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use node::{NodeConfig, NodeHandle, start_node};
 pub use registry::{DevicePreference, ModelKind, ModelSpec, RegistryError, parse_registry};
 pub use routing::policy::{DeviceRequirement, Policy, Requirements};
-pub use routing::router::{DecisionRecord, Routed};
+pub use routing::router::{DEFAULT_MAX_FORWARD_ATTEMPTS, DecisionRecord, Routed};
 pub use tensor::{DataType, Tensor, TensorData, TensorError};
 
 /// Errors of the actors crate.

@@ -25,7 +25,7 @@ use crate::registry::ModelSpec;
 use crate::restart::RestartPolicy;
 use crate::routing::candidates::{LocalModel, candidates, known_anywhere};
 use crate::routing::policy::{Candidate, Decision, Policy, Requirements, RouteParams};
-use crate::routing::router::{DecisionRecord, MAX_FORWARD_ATTEMPTS, Routed, Router};
+use crate::routing::router::{DecisionRecord, Routed, Router};
 use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::view::ViewArgs;
 use crate::{Error, Result};
@@ -68,6 +68,8 @@ pub struct NodeConfig {
     pub job_retention: gpumesh_storage::jobs::Retention,
     /// How often the metrics history samples the view; `None` keeps none.
     pub history_interval: Option<Duration>,
+    /// Most nodes one request is tried on.
+    pub max_forward_attempts: usize,
 }
 
 /// A running node.
@@ -83,6 +85,7 @@ pub struct NodeHandle {
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
     models: Arc<Vec<Arc<ServedModel>>>,
     infer_timeout: Duration,
+    max_forward_attempts: usize,
     pub(crate) router: Router,
     pub(crate) clock: Arc<dyn crate::env::Clock>,
     pub(crate) jobs: crate::jobs::JobService,
@@ -224,6 +227,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         supervisor_task: Mutex::new(Some(supervisor_task)),
         models,
         infer_timeout: config.infer_timeout,
+        max_forward_attempts: config.max_forward_attempts.max(1),
         router,
         clock: env.clock.clone(),
         jobs,
@@ -301,7 +305,7 @@ impl NodeHandle {
         let me = self.name.to_string();
         let mut last_error = None;
         let mut tried = Vec::new();
-        for attempt in 1..=MAX_FORWARD_ATTEMPTS {
+        for attempt in 1..=self.max_forward_attempts {
             let target = self.choose(model, requirements, attempt, last_error.as_ref(), &tried)?;
             match self.run_on(&target, model, None, request.clone()).await {
                 Ok((node, response)) => {

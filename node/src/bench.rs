@@ -122,8 +122,13 @@ fn progress(duration: Duration) -> ProgressBar {
     bar
 }
 
-async fn closed_loop(args: &BenchArgs, prepared: &Prepared, tally: &Arc<Mutex<Tally>>, bar: &ProgressBar) {
-    let client = reqwest::Client::new();
+async fn closed_loop(
+    client: &reqwest::Client,
+    args: &BenchArgs,
+    prepared: &Prepared,
+    tally: &Arc<Mutex<Tally>>,
+    bar: &ProgressBar,
+) {
     let deadline = Instant::now() + args.duration;
     let workers = (0..args.concurrency.max(1)).map(|worker| {
         let (client, tally, prepared) = (client.clone(), tally.clone(), prepared.clone());
@@ -145,8 +150,14 @@ async fn closed_loop(args: &BenchArgs, prepared: &Prepared, tally: &Arc<Mutex<Ta
     }
 }
 
-async fn open_loop(args: &BenchArgs, rate: f64, prepared: &Prepared, tally: &Arc<Mutex<Tally>>, bar: &ProgressBar) {
-    let client = reqwest::Client::new();
+async fn open_loop(
+    client: &reqwest::Client,
+    args: &BenchArgs,
+    rate: f64,
+    prepared: &Prepared,
+    tally: &Arc<Mutex<Tally>>,
+    bar: &ProgressBar,
+) {
     let start = Instant::now();
     let deadline = start + args.duration;
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -269,7 +280,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
         bail!("--rate must be a positive number of requests per second");
     }
-    let client = reqwest::Client::new();
+    let client = crate::client::http_client()?;
     let info = model_info(&client, &args.node[0], &args.model).await?;
     let mut prepared = random_request(&info, args.batch_size, args.binary, Map::new(), 7)?;
     if args.jobs {
@@ -279,8 +290,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bar = progress(args.duration);
     let started = Instant::now();
     match args.rate {
-        Some(rate) => open_loop(&args, rate, &prepared, &tally, &bar).await,
-        None => closed_loop(&args, &prepared, &tally, &bar).await,
+        Some(rate) => open_loop(&client, &args, rate, &prepared, &tally, &bar).await,
+        None => closed_loop(&client, &args, &prepared, &tally, &bar).await,
     }
     let elapsed = started.elapsed();
     let tally = std::mem::take(&mut *tally.lock().await);

@@ -14,6 +14,19 @@ use tokio::time::Instant;
 /// Upper bound on one request from the command-line clients.
 pub(crate) const REQUEST_TIMEOUT_MS: u64 = 60_000;
 
+/// The HTTP client of the command-line tools: sends `GPUMESH_API_TOKEN`,
+/// when set, as the bearer token nodes started with `--api-token-file` ask for.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("GPUMESH_API_TOKEN") {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .context("GPUMESH_API_TOKEN holds characters a header cannot carry: check the token")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().default_headers(headers).build().context("cannot build the HTTP client")
+}
+
 /// An input or output as `GET /v2/models/{model}` describes it.
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct TensorInfo {

@@ -111,7 +111,7 @@ fn show_outputs(outcome: &crate::client::Outcome) {
 }
 
 pub(crate) async fn run(args: InferArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = crate::client::http_client()?;
     let prepared = match &args.input {
         Some(path) => from_file(path, parameters(&args))?,
         None => {

@@ -118,7 +118,7 @@ async fn follow(client: &reqwest::Client, node: &str, id: &str, timeout: Duratio
 }
 
 pub(crate) async fn run(args: JobsArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = crate::client::http_client()?;
     let base = args.node.trim_end_matches('/').to_string();
     let job = match args.command {
         JobsCommand::Submit { model, input, idempotency_key, wait, timeout } => {

@@ -81,6 +81,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         forward_timeout: Duration::from_millis(FORWARD_TIMEOUT_MS),
         job_retention: settings.job_retention,
         history_interval: Some(HISTORY_INTERVAL),
+        max_forward_attempts: settings.max_forward_attempts,
     };
     if settings.secret.is_none() {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");
@@ -96,7 +97,10 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         "node ready"
     );
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(gpumesh_web::serve(http, node.clone(), async {
+    if !settings.http.tokens.is_open() {
+        tracing::info!("client API tokens required (health endpoints stay open)");
+    }
+    let mut server = tokio::spawn(gpumesh_web::serve(http, node.clone(), settings.http.clone(), async {
         let _ = http_stopped.await;
     }));
     let reason = tokio::select! {

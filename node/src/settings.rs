@@ -63,6 +63,27 @@ pub(crate) struct NodeArgs {
     /// Most finished jobs kept; the oldest are dropped first [default: 100000].
     #[arg(long, env = "GPUMESH_JOB_RETENTION_MAX_JOBS", value_name = "N")]
     pub(crate) job_retention_max_jobs: Option<usize>,
+    /// File of client API tokens, one per line; without it the API is open [default: none].
+    #[arg(long, env = "GPUMESH_API_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) api_token_file: Option<PathBuf>,
+    /// Largest request body in bytes [default: 67108864].
+    #[arg(long, env = "GPUMESH_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub(crate) max_body_bytes: Option<usize>,
+    /// Most elements in one tensor of a request [default: 16777216].
+    #[arg(long, env = "GPUMESH_MAX_TENSOR_ELEMENTS", value_name = "N")]
+    pub(crate) max_tensor_elements: Option<usize>,
+    /// Most inputs (and requested outputs) in one request [default: 256].
+    #[arg(long, env = "GPUMESH_MAX_INPUTS", value_name = "N")]
+    pub(crate) max_inputs: Option<usize>,
+    /// Most client connections served at once; more wait until one closes [default: 1024].
+    #[arg(long, env = "GPUMESH_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+    /// Most nodes one request is tried on before it fails [default: 3].
+    #[arg(long, env = "GPUMESH_MAX_FORWARD_ATTEMPTS", value_name = "N")]
+    pub(crate) max_forward_attempts: Option<usize>,
+    /// Seconds a client connection may stay silent both ways before it is closed [default: 120].
+    #[arg(long, env = "GPUMESH_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub(crate) idle_timeout_secs: Option<u64>,
 }
 
 /// The `--config` file: the same settings, snake_case keys.
@@ -83,6 +104,13 @@ struct FileConfig {
     policy: Option<String>,
     job_retention_secs: Option<u64>,
     job_retention_max_jobs: Option<usize>,
+    api_token_file: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    max_tensor_elements: Option<usize>,
+    max_inputs: Option<usize>,
+    max_connections: Option<usize>,
+    max_forward_attempts: Option<usize>,
+    idle_timeout_secs: Option<u64>,
 }
 
 /// Validated settings of one node.
@@ -100,6 +128,8 @@ pub(crate) struct NodeSettings {
     pub(crate) models: Vec<gpumesh_actors::ModelSpec>,
     pub(crate) policy: gpumesh_actors::Policy,
     pub(crate) job_retention: gpumesh_storage::jobs::Retention,
+    pub(crate) http: gpumesh_web::HttpOptions,
+    pub(crate) max_forward_attempts: usize,
 }
 
 impl NodeArgs {
@@ -148,6 +178,43 @@ impl NodeArgs {
             self.job_retention_secs.or(file.job_retention_secs),
             self.job_retention_max_jobs.or(file.job_retention_max_jobs),
         )?;
+        let tokens = match self.api_token_file.or(file.api_token_file) {
+            Some(path) => gpumesh_web::ApiTokens::new(read_tokens(&path)?),
+            None => gpumesh_web::ApiTokens::default(),
+        };
+        let defaults = gpumesh_web::Limits::default();
+        let limits = gpumesh_web::Limits {
+            max_body_bytes: bounded(
+                "--max-body-bytes",
+                self.max_body_bytes.or(file.max_body_bytes),
+                defaults.max_body_bytes,
+                1024..=1 << 32,
+            )?,
+            max_tensor_elements: bounded(
+                "--max-tensor-elements",
+                self.max_tensor_elements.or(file.max_tensor_elements),
+                defaults.max_tensor_elements,
+                1..=1 << 31,
+            )?,
+            max_inputs: bounded("--max-inputs", self.max_inputs.or(file.max_inputs), defaults.max_inputs, 1..=4096)?,
+        };
+        let max_connections = bounded(
+            "--max-connections",
+            self.max_connections.or(file.max_connections),
+            gpumesh_web::DEFAULT_MAX_CONNECTIONS,
+            1..=1_000_000,
+        )?;
+        let max_forward_attempts = bounded(
+            "--max-forward-attempts",
+            self.max_forward_attempts.or(file.max_forward_attempts),
+            gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
+            1..=16,
+        )?;
+        let idle_timeout_secs =
+            self.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(gpumesh_web::DEFAULT_IDLE_TIMEOUT_SECS);
+        if !(1..=86_400).contains(&idle_timeout_secs) {
+            bail!("--idle-timeout-secs {idle_timeout_secs} is out of range: use 1 to 86400");
+        }
         let models = match crate::models::registry_path(self.models.or(file.models).as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
             None => {
@@ -170,9 +237,56 @@ impl NodeArgs {
             models,
             policy,
             job_retention,
+            http: gpumesh_web::HttpOptions {
+                limits,
+                tokens,
+                max_connections,
+                idle_timeout: Duration::from_secs(idle_timeout_secs),
+            },
+            max_forward_attempts,
         })
     }
 }
+
+/// `value` (or `default`) when it lies in `range`, else a sentence naming `flag`.
+fn bounded(
+    flag: &str,
+    value: Option<usize>,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> anyhow::Result<usize> {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        bail!("{flag} {value} is out of range: use {} to {}", range.start(), range.end());
+    }
+    Ok(value)
+}
+
+/// Reads the API token file: one token per line, blank lines and `#`
+/// comments skipped; refused when every user can read it or it lists none.
+pub(crate) fn read_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = read_private(path, "API token file", "put one token per line, e.g. `openssl rand -hex 32`")?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if tokens.is_empty() {
+        bail!("API token file {} lists no token: put one token per line", path.display());
+    }
+    if let Some(short) = tokens.iter().find(|token| token.len() < MIN_TOKEN_LEN) {
+        bail!(
+            "API token file {} has a token of {} characters: use at least {MIN_TOKEN_LEN}, e.g. `openssl rand -hex 32`",
+            path.display(),
+            short.len()
+        );
+    }
+    Ok(tokens)
+}
+
+/// Shortest API token accepted: guessing one must be hopeless.
+const MIN_TOKEN_LEN: usize = 16;
 
 fn resolve_retention(secs: Option<u64>, max_jobs: Option<usize>) -> anyhow::Result<gpumesh_storage::jobs::Retention> {
     let default = gpumesh_storage::jobs::Retention::default();
@@ -219,21 +333,25 @@ fn validate_seed(seed: &str) -> anyhow::Result<()> {
 
 /// Reads the secret file, refusing one every user can read.
 pub(crate) fn read_secret(path: &Path) -> anyhow::Result<ClusterSecret> {
+    let shown = path.display();
+    let text =
+        read_private(path, "secret file", &format!("create one with `gpumesh keygen > {shown} && chmod 400 {shown}`"))?;
+    ClusterSecret::parse(&text).with_context(|| format!("secret file {shown} is not a cluster secret"))
+}
+
+/// Reads a file that must stay private, refusing one every user can read;
+/// `create` says how to make one when it is missing.
+fn read_private(path: &Path, what: &str, create: &str) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|error| {
-        anyhow::anyhow!(
-            "cannot read secret file {shown}: {error}; create one with `gpumesh keygen > {shown} && chmod 400 {shown}`"
-        )
-    })?;
+    let metadata =
+        std::fs::metadata(path).map_err(|error| anyhow::anyhow!("cannot read {what} {shown}: {error}; {create}"))?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o004 != 0 {
-        bail!("secret file {shown} is readable by every user (mode {mode:o}): run `chmod 400 {shown}`");
+        bail!("{what} {shown} is readable by every user (mode {mode:o}): run `chmod 400 {shown}`");
     }
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        anyhow::anyhow!("cannot read secret file {shown}: {error}; check its owner and permissions")
-    })?;
-    ClusterSecret::parse(&text).with_context(|| format!("secret file {shown} is not a cluster secret"))
+    std::fs::read_to_string(path)
+        .map_err(|error| anyhow::anyhow!("cannot read {what} {shown}: {error}; check its owner and permissions"))
 }
 
 #[cfg(test)]
@@ -293,5 +411,25 @@ mod tests {
         assert!(read_secret(&path).expect_err("world readable").to_string().contains("chmod 400"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
         assert_eq!(read_secret(&path).expect("valid"), ClusterSecret::from_bytes([5; 32]));
+    }
+
+    #[test]
+    fn token_files_are_private_and_list_long_tokens() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        assert!(read_tokens(&path).expect_err("missing").to_string().contains("one token per line"));
+        write("a-long-enough-client-token\n", 0o644);
+        assert!(read_tokens(&path).expect_err("world readable").to_string().contains("chmod 400"));
+        write("# only a comment\n\n", 0o600);
+        assert!(read_tokens(&path).expect_err("empty").to_string().contains("lists no token"));
+        write("short\n", 0o600);
+        assert!(read_tokens(&path).expect_err("short").to_string().contains("at least 16"));
+        write("# ops\n  a-long-enough-client-token  \n\nsecond-long-enough-token\n", 0o400);
+        assert_eq!(read_tokens(&path).expect("valid"), ["a-long-enough-client-token", "second-long-enough-token"]);
     }
 }

@@ -30,6 +30,9 @@ pub(crate) async fn fetch_cluster(client: &reqwest::Client, base: &str) -> anyho
         .await
         .with_context(|| format!("cannot reach {url}: is a node running there? start one with `gpumesh node`"))?;
     let status = response.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::bail!("{url} answered 401: the node requires an API token; set GPUMESH_API_TOKEN to one of its tokens");
+    }
     if !status.is_success() {
         anyhow::bail!("{url} answered {status}: check that the URL points at a gpumesh node");
     }
@@ -68,7 +71,7 @@ pub(crate) fn render(cluster: &ClusterResponse) -> String {
 }
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let cluster = fetch_cluster(&reqwest::Client::new(), &args.node).await?;
+    let cluster = fetch_cluster(&crate::client::http_client()?, &args.node).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&cluster)?);
     } else {

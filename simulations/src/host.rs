@@ -174,6 +174,7 @@ impl HostSetup {
             forward_timeout: Duration::from_secs(10),
             job_retention: gpumesh_storage::jobs::Retention::default(),
             history_interval: None,
+            max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
         };
         let server = tokio::spawn(crate::peers::serve(self.spec.name.clone()));
         let env = self.env(ip);

@@ -55,7 +55,7 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let decoded = read_request(&headers, body).await?;
+    let decoded = read_request(&headers, body, &state.options.limits).await?;
     let model = decoded
         .model
         .filter(|model| !model.is_empty())

@@ -9,15 +9,20 @@
 //! - `page`: `GET /`, the live status page, and `GET /events`, the
 //!   server-sent events that keep it live.
 //! - `metrics`: `GET /metrics`, the Prometheus text format.
+//! - `auth`: client API tokens; `limits`: request and connection bounds;
+//!   `listener`: the connection limit.
 //! - `error`: the JSON error shape every 4xx/5xx uses.
 //!
 //! Depends on gpumesh-actors (the node handle) and gpumesh-membership (view
 //! types). axum is used only here.
 
+mod auth;
 mod cluster;
 mod error;
 mod health;
 mod jobs;
+mod limits;
+mod listener;
 mod metrics;
 mod oip;
 mod page;
@@ -30,13 +35,16 @@ use axum::routing::{get, post};
 use gpumesh_actors::NodeHandle;
 use tokio::net::TcpListener;
 
+pub use auth::ApiTokens;
 pub use cluster::{ClusterResponse, cluster_response};
 pub use error::ApiError;
+pub use limits::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, HttpOptions, Limits};
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<NodeHandle>,
+    pub options: Arc<HttpOptions>,
     /// Turns true when the server starts shutting down: long-lived
     /// responses (`/events`) end then, so the graceful shutdown does not
     /// wait for them.
@@ -44,7 +52,7 @@ pub struct AppState {
 }
 
 /// Every route a node serves.
-pub fn router(node: Arc<NodeHandle>, closing: tokio::sync::watch::Receiver<bool>) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::status_page))
         .route("/events", get(page::events))
@@ -64,7 +72,10 @@ pub fn router(node: Arc<NodeHandle>, closing: tokio::sync::watch::Receiver<bool>
         .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer_versioned))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(error::not_found)
-        .with_state(AppState { node, closing })
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::map_response(error::json_errors))
+        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes
@@ -72,6 +83,7 @@ pub fn router(node: Arc<NodeHandle>, closing: tokio::sync::watch::Receiver<bool>
 pub async fn serve(
     listener: TcpListener,
     node: Arc<NodeHandle>,
+    options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
@@ -79,5 +91,7 @@ pub async fn serve(
         shutdown.await;
         closing_tx.send_replace(true);
     };
-    axum::serve(listener, router(node, closing)).with_graceful_shutdown(shutdown).await
+    let listener = listener::LimitedListener::new(listener, options.max_connections, options.idle_timeout);
+    let state = AppState { node, options: Arc::new(options), closing };
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -16,8 +16,8 @@ use crate::forward::{ForwardReply, ForwardRequest};
 use crate::routing::candidates::Reachability;
 use crate::routing::policy::{Candidate, Decision, Policy, Requirements, RouteParams, RouterState, decide};
 
-/// Most nodes one request is tried on.
-pub const MAX_FORWARD_ATTEMPTS: usize = 3;
+/// Most nodes one request is tried on, unless configured otherwise.
+pub const DEFAULT_MAX_FORWARD_ATTEMPTS: usize = 3;
 /// Decisions kept for `/cluster/decisions`.
 pub const DECISIONS_KEPT: usize = 100;
 /// How long a node that failed a forward is skipped.

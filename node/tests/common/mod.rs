@@ -148,6 +148,11 @@ impl TestNode {
         i32::try_from(self.child.id()).expect("pid")
     }
 
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill");

@@ -13,12 +13,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// Largest request body, bytes.
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Most elements in one tensor.
-pub(crate) const MAX_TENSOR_ELEMENTS: usize = 16 * 1024 * 1024;
-/// Most inputs (and requested outputs) in one request.
-pub(crate) const MAX_INPUTS: usize = 256;
+use crate::Limits;
+
 /// Most dimensions of one tensor.
 pub(crate) const MAX_RANK: usize = 16;
 /// Priority when the request gives none.
@@ -83,7 +79,7 @@ pub(crate) struct Decoded {
 }
 
 /// Decodes a request body; `header_len` is `Inference-Header-Content-Length`.
-pub(crate) fn decode(body: &[u8], header_len: Option<usize>) -> Result<Decoded, String> {
+pub(crate) fn decode(body: &[u8], header_len: Option<usize>, limits: &Limits) -> Result<Decoded, String> {
     let (json, mut binary) = match header_len {
         Some(len) if len > body.len() => {
             return Err(format!(
@@ -97,13 +93,14 @@ pub(crate) fn decode(body: &[u8], header_len: Option<usize>) -> Result<Decoded, 
     let text = std::str::from_utf8(json).map_err(|_| "the request JSON is not valid UTF-8".to_string())?;
     let header: RequestHeader<'_> =
         serde_json::from_str(text).map_err(|error| format!("the request is not a valid inference request: {error}"))?;
-    if header.inputs.len() > MAX_INPUTS || header.outputs.len() > MAX_INPUTS {
-        return Err(format!("a request may have at most {MAX_INPUTS} inputs and outputs"));
+    let max_inputs = limits.max_inputs;
+    if header.inputs.len() > max_inputs || header.outputs.len() > max_inputs {
+        return Err(format!("a request may have at most {max_inputs} inputs and outputs"));
     }
     let (priority, requirements, binary_all) = parameters(&header.parameters)?;
     let mut inputs = Vec::with_capacity(header.inputs.len());
     for input in &header.inputs {
-        inputs.push(decode_input(input, &mut binary)?);
+        inputs.push(decode_input(input, &mut binary, limits.max_tensor_elements)?);
     }
     if !binary.is_empty() {
         return Err(format!("{} bytes of binary data are not claimed by any input's binary_data_size", binary.len()));
@@ -163,7 +160,7 @@ fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool
     Ok((priority, Requirements { device, min_free_vram_mb, gpu_type, priority }, binary))
 }
 
-fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8]) -> Result<Tensor, String> {
+fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8], max_elements: usize) -> Result<Tensor, String> {
     let name = &input.name;
     let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
         let known: Vec<&str> = DataType::ALL.iter().map(|dt| dt.as_str()).collect();
@@ -183,9 +180,9 @@ fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8]) -> Result<Tensor, S
                 .map_err(|_| format!("input {name:?}: shape {:?} has a negative dimension", input.shape))
         })
         .collect::<Result<_, _>>()?;
-    let count = element_count(&shape).filter(|&count| count <= MAX_TENSOR_ELEMENTS).ok_or_else(|| {
-        format!("input {name:?}: shape {:?} has more than {MAX_TENSOR_ELEMENTS} elements", input.shape)
-    })?;
+    let count = element_count(&shape)
+        .filter(|&count| count <= max_elements)
+        .ok_or_else(|| format!("input {name:?}: shape {:?} has more than {max_elements} elements", input.shape))?;
     let data = match (input.parameters.get("binary_data_size"), input.data) {
         (Some(_), Some(_)) => return Err(format!("input {name:?} has both data and binary_data_size")),
         (Some(size), None) => {
@@ -242,7 +239,9 @@ fn json_data(datatype: DataType, raw: &RawValue, count: usize) -> Result<TensorD
 
 fn nested(datatype: DataType, raw: &RawValue, count: usize) -> Result<TensorData, String> {
     let value: Value = serde_json::from_str(raw.get()).map_err(|error| format!("data is not valid JSON: {error}"))?;
-    let mut data = TensorData::with_capacity(datatype, count.min(MAX_TENSOR_ELEMENTS));
+    // Each element takes at least two bytes of JSON: a shape that claims
+    // more than its data holds reserves no more than the data could fill.
+    let mut data = TensorData::with_capacity(datatype, count.min(raw.get().len() / 2 + 1));
     flatten(&value, &mut data, count, 0)?;
     Ok(data)
 }

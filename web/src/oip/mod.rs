@@ -14,7 +14,6 @@ use gpumesh_actors::InferError;
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
-pub(crate) use decode::MAX_BODY_BYTES;
 use decode::decode;
 use encode::{Provenance, encode};
 
@@ -84,29 +83,37 @@ fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     })
 }
 
-fn too_large() -> ApiError {
+fn too_large(max: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or smaller tensors"),
+        format!(
+            "the request body is larger than {max} bytes, this node's --max-body-bytes; send fewer or smaller tensors"
+        ),
     )
 }
 
 /// Reads and decodes an inference request body (JSON or binary
 /// extension), within the body limit.
-pub(crate) async fn read_request(headers: &HeaderMap, body: Body) -> Result<decode::Decoded, ApiError> {
+pub(crate) async fn read_request(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &crate::Limits,
+) -> Result<decode::Decoded, ApiError> {
+    let max = limits.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(too_large());
+    if declared.is_some_and(|length| length > max) {
+        return Err(too_large(max));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large(max))?;
     let header_len = header_length(headers)?;
     if bytes.len() > DECODE_INLINE_MAX_BYTES {
-        tokio::task::spawn_blocking(move || decode(&bytes, header_len))
+        let limits = *limits;
+        tokio::task::spawn_blocking(move || decode(&bytes, header_len, &limits))
             .await
             .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decoding the request failed"))?
     } else {
-        decode(&bytes, header_len)
+        decode(&bytes, header_len, limits)
     }
     .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))
 }
@@ -118,7 +125,7 @@ pub(crate) async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let decoded = read_request(&headers, body).await?;
+    let decoded = read_request(&headers, body, &state.options.limits).await?;
     let routed = state.node.route_infer(&name, &decoded.requirements, decoded.request).await?;
     let route = routed.route.join(">");
     let provenance = Provenance { node: &routed.node, route: &route };

@@ -56,7 +56,7 @@ mod tests {
     fn the_page_is_one_document_with_its_style_and_script() {
         let page = super::PAGE;
         assert!(page.starts_with("<!doctype html>") && page.trim_end().ends_with("</html>"));
-        assert!(page.contains("<style>") && page.contains("EventSource(\"/events\")"));
+        assert!(page.contains("<style>") && page.contains("new EventSource("));
         let external = ["<script src", "<link", "@import", "url(", "https://"];
         assert!(external.iter().all(|e| !page.contains(e)), "no external resources");
         assert_eq!(page.matches("__NODE__").count(), 2, "the name goes in the title and the header");

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn json(body: &str) -> Result<Decoded, String> {
-    decode(body.as_bytes(), None)
+    decode(body.as_bytes(), None, &crate::Limits::default())
 }
 
 #[test]
@@ -42,7 +42,7 @@ fn binary_extension_splits_header_and_data() {
     let mut body = header.as_bytes().to_vec();
     body.extend(1.5f32.to_le_bytes());
     body.extend((-2.0f32).to_le_bytes());
-    let decoded = decode(&body, Some(header.len())).expect("valid");
+    let decoded = decode(&body, Some(header.len()), &crate::Limits::default()).expect("valid");
     assert_eq!(decoded.request.inputs[0].data, TensorData::Fp32(vec![1.5, -2.0]));
     assert_eq!(decoded.request.priority, 9);
     assert!(decoded.binary_outputs.wants("y") && !decoded.binary_outputs.wants("z"));
@@ -77,18 +77,20 @@ fn malformed_requests_are_errors_that_say_why() {
         let error = json(body).err().unwrap_or_else(|| panic!("{body} should fail"));
         assert!(error.contains(needle), "{body}: {error}");
     }
-    assert!(decode(b"{}", Some(10)).is_err(), "header length beyond the body");
+    assert!(decode(b"{}", Some(10), &crate::Limits::default()).is_err(), "header length beyond the body");
     let header = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
     let mut extra = header.as_bytes().to_vec();
     extra.extend([0u8; 8]);
-    assert!(decode(&extra, Some(header.len())).err().is_some_and(|e| e.contains("not claimed")));
+    assert!(
+        decode(&extra, Some(header.len()), &crate::Limits::default()).err().is_some_and(|e| e.contains("not claimed"))
+    );
 }
 
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512), split in 0usize..600) {
-        let _ = decode(&body, Some(split));
-        let _ = decode(&body, None);
+        let _ = decode(&body, Some(split), &crate::Limits::default());
+        let _ = decode(&body, None, &crate::Limits::default());
     }
 
     #[test]

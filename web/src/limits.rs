@@ -1,0 +1,51 @@
+//! What one client may send and how many may connect: each bound is a
+//! `gpumesh node` setting (SPEC section 9), checked before anything is
+//! allocated for it.
+
+/// Bounds on one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, bytes (`--max-body-bytes`).
+    pub max_body_bytes: usize,
+    /// Most elements in one tensor (`--max-tensor-elements`).
+    pub max_tensor_elements: usize,
+    /// Most inputs, and most requested outputs, in one request (`--max-inputs`).
+    pub max_inputs: usize,
+}
+
+impl Default for Limits {
+    /// 64 MiB bodies, 16 Mi elements per tensor, 256 inputs.
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024 * 1024, max_tensor_elements: 16 * 1024 * 1024, max_inputs: 256 }
+    }
+}
+
+/// How the HTTP server runs.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    pub limits: Limits,
+    /// Client API tokens; none leaves the API open.
+    pub tokens: crate::ApiTokens,
+    /// Most client connections served at once (`--max-connections`); more
+    /// wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// A connection with no byte in or out for this long is closed
+    /// (`--idle-timeout-secs`). Longer than any request may take.
+    pub idle_timeout: std::time::Duration,
+}
+
+/// Default of `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of `--idle-timeout-secs`.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            tokens: crate::ApiTokens::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: std::time::Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A listener that serves at most `max` connections at once: the next one
+//! is accepted only when one closes (until then it waits in the kernel's
+//! listen backlog), so no client can exhaust the node's file descriptors or
+//! memory by opening connections. A connection that neither sends nor
+//! receives a byte for the idle timeout is closed, so idle connections
+//! cannot hold every slot.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+pub(crate) struct LimitedListener {
+    inner: TcpListener,
+    slots: Arc<Semaphore>,
+    idle_timeout: Duration,
+}
+
+impl LimitedListener {
+    pub(crate) fn new(inner: TcpListener, max: usize, idle_timeout: Duration) -> Self {
+        Self { inner, slots: Arc::new(Semaphore::new(max.max(1))), idle_timeout }
+    }
+}
+
+/// A connection holding one of the listener's slots until it is dropped.
+pub(crate) struct LimitedStream {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    idle_timeout: Duration,
+    /// Fires when the connection has been idle for `idle_timeout`.
+    idle: Pin<Box<Sleep>>,
+}
+
+impl LimitedStream {
+    fn active(&mut self) {
+        self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
+    }
+
+    /// An error once the connection has been idle too long.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.idle.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle for too long")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let slot = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let idle = Box::pin(tokio::time::sleep(self.idle_timeout));
+        (LimitedStream { stream, _slot: slot, idle_timeout: self.idle_timeout, idle }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.active();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => self.check_idle(cx),
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.active();
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.active();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
