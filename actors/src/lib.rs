@@ -9,7 +9,8 @@
 //! - `telemetry`: the Prometheus metrics; `history`: samples of the view
 //!   kept for the status page's charts.
 //! - `view`: turns gossip state into the typed cluster view.
-//! - `links`: the ractor_cluster node server and links to peers.
+//! - `links`: the ractor_cluster node server and links to peers; `tls`:
+//!   optional mutual TLS for them.
 //! - `executor`: one actor per model, ONNX Runtime or synthetic, with
 //!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
 //! - `jobs`: the owner side of durable jobs (store, dispatch, resume).
@@ -37,6 +38,7 @@ pub mod routing;
 mod supervisor;
 pub mod telemetry;
 pub mod tensor;
+mod tls;
 mod view;
 
 pub use env::{Clock, JobStorage, NodeEnv, ProbeFactory, RngFactory, SystemClock};
@@ -47,6 +49,7 @@ pub use registry::{DevicePreference, ModelKind, ModelSpec, RegistryError, parse_
 pub use routing::policy::{DeviceRequirement, Policy, Requirements};
 pub use routing::router::{DEFAULT_MAX_FORWARD_ATTEMPTS, DecisionRecord, Routed};
 pub use tensor::{DataType, Tensor, TensorData, TensorError};
+pub use tls::ClusterTls;
 
 /// Errors of the actors crate.
 #[derive(Debug, thiserror::Error)]

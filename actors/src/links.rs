@@ -36,6 +36,8 @@ pub(crate) struct LinksArgs {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: RngFactory,
     pub(crate) interval: Duration,
+    /// TLS for the links; `None`: plain TCP (the cookie handshake still runs).
+    pub(crate) tls: Option<crate::tls::ClusterTls>,
 }
 
 /// Messages of the links actor.
@@ -69,7 +71,7 @@ impl Actor for LinksActor {
             args.cookie.clone(),
             args.name.clone(),
             args.advertise_host.clone(),
-            None,
+            args.tls.as_ref().map(|tls| ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone())),
             Some(NodeConnectionMode::Isolated),
         )
         .with_listen_addr(args.listen_addr.ip());
@@ -110,7 +112,7 @@ async fn reconcile(state: &mut LinksState) -> Result<(), ActorProcessingErr> {
     let now = state.args.clock.now();
     for action in state.planner.plan(&view, &connected, now, &mut state.rng) {
         match action {
-            LinkAction::Dial { name, addr } => dial(state.server.clone(), name, addr),
+            LinkAction::Dial { name, addr } => dial(state.server.clone(), name, addr, state.args.tls.clone()),
             LinkAction::Drop { name } => {
                 tracing::info!(node = %name, "dropping link to a member that is no longer trusted and alive");
                 if let Some(session) = by_name.get(&name) {
@@ -135,11 +137,19 @@ fn peer_node_name(peer: &str) -> &str {
     peer.rsplit_once('@').map_or(peer, |(name, _)| name)
 }
 
-fn dial(server: ActorRef<NodeServerMessage>, name: String, addr: SocketAddr) {
+fn dial(server: ActorRef<NodeServerMessage>, name: String, addr: SocketAddr, tls: Option<crate::tls::ClusterTls>) {
     tokio::spawn(async move {
-        let attempt =
-            tokio::time::timeout(Duration::from_millis(DIAL_TIMEOUT_MS), ractor_cluster::client_connect(&server, addr))
-                .await;
+        let connect = async {
+            match tls {
+                // The peer's certificate must name the address dialed.
+                Some(tls) => {
+                    let peer = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    ractor_cluster::client_connect_enc(&server, addr, tls.connector, peer).await
+                }
+                None => ractor_cluster::client_connect(&server, addr).await,
+            }
+        };
+        let attempt = tokio::time::timeout(Duration::from_millis(DIAL_TIMEOUT_MS), connect).await;
         match attempt {
             Ok(Ok(())) => tracing::debug!(node = %name, %addr, "link opened"),
             Ok(Err(error)) => tracing::debug!(node = %name, %addr, error = ?error, "link dial failed"),

@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub history_interval: Option<Duration>,
     /// Most nodes one request is tried on.
     pub max_forward_attempts: usize,
+    /// TLS for node-to-node links; `None`: plain TCP.
+    pub cluster_tls: Option<crate::tls::ClusterTls>,
 }
 
 /// A running node.
@@ -152,6 +154,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         clock: env.clock.clone(),
         rng: env.rng.clone(),
         interval: refresh_interval,
+        tls: config.cluster_tls.clone(),
     });
     let args = SupervisorArgs {
         clock: env.clock.clone(),

@@ -60,6 +60,7 @@ async fn crashed_metrics_actor_is_restarted_with_growing_backoff() {
         job_retention: gpumesh_storage::jobs::Retention::default(),
         history_interval: None,
         max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
+        cluster_tls: None,
     };
     let node = start_node(config, env).await.expect("node starts");
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -82,6 +82,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         job_retention: settings.job_retention,
         history_interval: Some(HISTORY_INTERVAL),
         max_forward_attempts: settings.max_forward_attempts,
+        cluster_tls: settings.cluster_tls.clone(),
     };
     if settings.secret.is_none() {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");

@@ -81,6 +81,15 @@ pub(crate) struct NodeArgs {
     /// Most nodes one request is tried on before it fails [default: 3].
     #[arg(long, env = "GPUMESH_MAX_FORWARD_ATTEMPTS", value_name = "N")]
     pub(crate) max_forward_attempts: Option<usize>,
+    /// PEM certificate of this node for TLS on node-to-node links, signed by --cluster-ca [default: plain TCP].
+    #[arg(long, env = "GPUMESH_CLUSTER_TLS_CERT", value_name = "FILE")]
+    pub(crate) cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "GPUMESH_CLUSTER_TLS_KEY", value_name = "FILE")]
+    pub(crate) cluster_tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signs every node's link certificate.
+    #[arg(long, env = "GPUMESH_CLUSTER_CA", value_name = "FILE")]
+    pub(crate) cluster_ca: Option<PathBuf>,
     /// Seconds a client connection may stay silent both ways before it is closed [default: 120].
     #[arg(long, env = "GPUMESH_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub(crate) idle_timeout_secs: Option<u64>,
@@ -111,6 +120,9 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_forward_attempts: Option<usize>,
     idle_timeout_secs: Option<u64>,
+    cluster_tls_cert: Option<PathBuf>,
+    cluster_tls_key: Option<PathBuf>,
+    cluster_ca: Option<PathBuf>,
 }
 
 /// Validated settings of one node.
@@ -130,6 +142,7 @@ pub(crate) struct NodeSettings {
     pub(crate) job_retention: gpumesh_storage::jobs::Retention,
     pub(crate) http: gpumesh_web::HttpOptions,
     pub(crate) max_forward_attempts: usize,
+    pub(crate) cluster_tls: Option<gpumesh_actors::ClusterTls>,
 }
 
 impl NodeArgs {
@@ -215,6 +228,11 @@ impl NodeArgs {
         if !(1..=86_400).contains(&idle_timeout_secs) {
             bail!("--idle-timeout-secs {idle_timeout_secs} is out of range: use 1 to 86400");
         }
+        let cluster_tls = resolve_tls(
+            self.cluster_tls_cert.or(file.cluster_tls_cert),
+            self.cluster_tls_key.or(file.cluster_tls_key),
+            self.cluster_ca.or(file.cluster_ca),
+        )?;
         let models = match crate::models::registry_path(self.models.or(file.models).as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
             None => {
@@ -244,7 +262,25 @@ impl NodeArgs {
                 idle_timeout: Duration::from_secs(idle_timeout_secs),
             },
             max_forward_attempts,
+            cluster_tls,
         })
+    }
+}
+
+/// TLS for the links: all three files, or none.
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<Option<gpumesh_actors::ClusterTls>> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => {
+            // The key must stay private; read_private refuses a world-readable one.
+            read_private(&key, "--cluster-tls-key", "give the PEM private key of --cluster-tls-cert")?;
+            gpumesh_actors::ClusterTls::from_pem_files(&cert, &key, &ca).map(Some).map_err(anyhow::Error::msg)
+        }
+        _ => bail!("TLS for node links needs --cluster-tls-cert, --cluster-tls-key and --cluster-ca together"),
     }
 }
 
@@ -431,5 +467,23 @@ mod tests {
         assert!(read_tokens(&path).expect_err("short").to_string().contains("at least 16"));
         write("# ops\n  a-long-enough-client-token  \n\nsecond-long-enough-token\n", 0o400);
         assert_eq!(read_tokens(&path).expect("valid"), ["a-long-enough-client-token", "second-long-enough-token"]);
+    }
+
+    #[test]
+    fn link_tls_needs_all_three_files_and_readable_pem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str| dir.path().join(name);
+        let partial = resolve_tls(Some(file("a.pem")), None, Some(file("ca.pem"))).expect_err("partial");
+        assert!(partial.to_string().contains("together"), "{partial}");
+        assert!(resolve_tls(None, None, None).expect("none").is_none());
+        std::fs::write(file("key.pem"), "not a key").expect("write");
+        std::fs::write(file("cert.pem"), "not a certificate").expect("write");
+        let open =
+            resolve_tls(Some(file("cert.pem")), Some(file("key.pem")), Some(file("cert.pem"))).expect_err("open");
+        assert!(open.to_string().contains("chmod 400"), "a world-readable key is refused: {open}");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(file("key.pem"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let bad = resolve_tls(Some(file("cert.pem")), Some(file("key.pem")), Some(file("cert.pem"))).expect_err("bad");
+        assert!(bad.to_string().contains("--cluster-tls-cert"), "{bad}");
     }
 }

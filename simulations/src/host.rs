@@ -175,6 +175,7 @@ impl HostSetup {
             job_retention: gpumesh_storage::jobs::Retention::default(),
             history_interval: None,
             max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
+            cluster_tls: None,
         };
         let server = tokio::spawn(crate::peers::serve(self.spec.name.clone()));
         let env = self.env(ip);

@@ -40,6 +40,16 @@ pub use cluster::{ClusterResponse, cluster_response};
 pub use error::ApiError;
 pub use limits::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, HttpOptions, Limits};
 
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes an inference request body (JSON, or the binary extension when
+    /// `header_len` is given) as `POST /v2/models/{model}/infer` does.
+    pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> Result<(), String> {
+        crate::oip::decode_with_default_limits(body, header_len)
+    }
+}
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {

@@ -17,6 +17,12 @@ use crate::{ApiError, AppState};
 use decode::decode;
 use encode::{Provenance, encode};
 
+/// Decodes `body` as the infer endpoint does, with the default limits;
+/// `Err` is the 400 message. For the fuzz targets.
+pub(crate) fn decode_with_default_limits(body: &[u8], header_len: Option<usize>) -> Result<(), String> {
+    decode(body, header_len, &crate::Limits::default()).map(drop)
+}
+
 /// Bodies larger than this are decoded on a blocking thread.
 const DECODE_INLINE_MAX_BYTES: usize = 256 * 1024;
 
