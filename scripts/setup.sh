@@ -34,16 +34,21 @@ if ! .venv/bin/python -c "import onnxruntime, onnx, numpy; assert onnxruntime.__
   step "installing $ORT_WHEEL, onnx and numpy into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "$ORT_WHEEL" "onnx==1.23.2" "numpy==2.4.6"
 fi
-# The status page's browser tests drive a headless Chromium over WebDriver.
-if ! command -v chromedriver >/dev/null 2>&1; then
+# The status page's browser tests drive a headless Chromium over WebDriver;
+# the link TLS test makes its certificates with openssl.
+PACKAGES=""
+command -v chromedriver >/dev/null 2>&1 || PACKAGES="$PACKAGES chromium chromium-driver"
+command -v openssl >/dev/null 2>&1 || PACKAGES="$PACKAGES openssl"
+if [ -n "$PACKAGES" ]; then
   if command -v apt-get >/dev/null 2>&1; then
-    step "installing chromium and chromium-driver (the status page's browser tests)"
+    step "installing$PACKAGES (for the browser and TLS tests)"
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $PACKAGES >/dev/null
   else
-    echo "warning: chromedriver not found and no apt-get: install Chromium and its chromedriver for the browser tests" >&2
+    echo "warning: no apt-get: install$PACKAGES yourself for the browser and TLS tests" >&2
   fi
 fi
 
