@@ -429,3 +429,67 @@ async fn silent_connections_are_closed_after_the_idle_timeout() {
     .await;
     assert_eq!(served.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intruder_with_another_secret_gets_no_work_and_cannot_steer_routing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = "[[model]]\nname = \"m\"\nkind = \"synthetic\"\nservice_time_ms = 20\nmax_batch_size = 1\n";
+    let nodes = common::start_with_registries(dir.path(), &[slow.to_string(), slow.to_string()]);
+    // The intruder serves the same model, claims to be fast and idle, and
+    // alone serves `bait`.
+    let intruder_registry = dir.path().join("intruder.toml");
+    let fast = "[[model]]\nname = \"m\"\nkind = \"synthetic\"\nservice_time_ms = 0\n\n[[model]]\nname = \"bait\"\nkind = \"synthetic\"\nservice_time_ms = 0\n";
+    std::fs::write(&intruder_registry, fast).expect("registry");
+    let other_secret = common::write_secret(dir.path(), "other-secret");
+    let mut intruder = TestNode::start(&common::NodeSpec {
+        name: Some("intruder"),
+        dir: dir.path(),
+        data_dir_name: "intruder",
+        secret: Some(&other_secret),
+        seeds: &[nodes[0].gossip.clone()],
+        ports: common::free_ports(),
+        models: Some(&intruder_registry),
+    });
+    let client = reqwest::Client::new();
+    let first = nodes[0].url.clone();
+    wait_until("n1 sees n2 linked and the intruder in gossip", Duration::from_secs(15), || async {
+        let view = fetch_view(&client, &first).await?;
+        let n2 = view.nodes.iter().any(|n| n.name == "n2" && n.connected && !n.models.is_empty());
+        let intruder = view.nodes.iter().any(|n| n.name == "intruder");
+        (n2 && intruder).then_some(())
+    })
+    .await;
+    let body = one_input(json!([1, 1]), "FP32", json!([1.0]));
+    let mut ran_on = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        let response = client.post(format!("{first}/v2/models/m/infer")).json(&body).send().await.expect("answers");
+        assert_eq!(response.status(), 200);
+        let node = response.headers()["x-gpumesh-node"].to_str().expect("ascii").to_string();
+        *ran_on.entry(node).or_default() += 1;
+    }
+    assert!(!ran_on.contains_key("intruder"), "the intruder got work: {ran_on:?}");
+    let bait = client.post(format!("{first}/v2/models/bait/infer")).json(&body).send().await.expect("answers");
+    assert_eq!(bait.status(), 404, "a model only the intruder claims is unknown to the cluster");
+    let decisions: Value =
+        client.get(format!("{first}/cluster/decisions")).send().await.expect("up").json().await.expect("json");
+    let decisions = decisions["decisions"].as_array().expect("decisions");
+    assert!(decisions.iter().all(|d| d["chosen"] != "intruder"), "the intruder is never chosen");
+    let intruder_entries: Vec<&Value> = decisions
+        .iter()
+        .flat_map(|d| d["candidates"].as_array().expect("candidates"))
+        .filter(|c| c["node"] == "intruder")
+        .collect();
+    assert!(
+        intruder_entries.iter().all(|c| c["excluded"].is_string() && c["score"].is_null()),
+        "the intruder is listed only as excluded, never scored: {intruder_entries:?}"
+    );
+    let view = fetch_view(&client, &first).await.expect("view");
+    let entry = view.nodes.iter().find(|n| n.name == "intruder").expect("listed");
+    assert!(
+        !entry.trusted && entry.models.is_empty() && entry.gpus.is_empty(),
+        "nothing it gossips reaches the view: {entry:?}"
+    );
+    assert_eq!(view.totals.nodes_alive, 2);
+    assert!(intruder.is_running());
+    eprintln!("measured: 30 requests ran on {ran_on:?}; the intruder got none");
+}
