@@ -295,7 +295,10 @@ impl NodeHandle {
         let seconds = self.clock.now().saturating_duration_since(started).as_secs_f64();
         let node = result.as_ref().ok().map(|routed| routed.node.as_str());
         let outcome = crate::telemetry::outcome(result.as_ref().map(|_| ()));
-        self.telemetry.request(model, outcome, node, seconds);
+        // A name no node serves comes from the client: one label for all of
+        // them, so random names cannot grow the metrics without bound.
+        let label = if matches!(result, Err(InferError::UnknownModel(_))) { "(unknown)" } else { model };
+        self.telemetry.request(label, outcome, node, seconds);
         result
     }
 

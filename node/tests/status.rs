@@ -289,6 +289,13 @@ async fn metrics_parse_and_agree_with_the_cluster_view() {
         assert!(infer(&client, &url).await);
         sent += 1;
     }
+    // Client-chosen model names no node serves share one label.
+    for i in 0..5 {
+        let body = json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]});
+        let response =
+            client.post(format!("{url}/v2/models/made-up-{i}/infer")).json(&body).send().await.expect("sent");
+        assert_eq!(response.status(), 404);
+    }
     let job = json!({"model": "echo", "inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [3.0]}]});
     let accepted: Value =
         client.post(format!("{url}/jobs")).json(&job).send().await.expect("sent").json().await.expect("json");
@@ -322,6 +329,10 @@ async fn metrics_parse_and_agree_with_the_cluster_view() {
         })
         .sum();
     assert_eq!(requests, f64::from(sent), "every request received at n1 is counted once, by executing node");
+    let unknown =
+        sample_value(&scrape, "gpumesh_requests_total", &[("model", "(unknown)"), ("outcome", "unknown_model")]);
+    assert_eq!(unknown, Some(5.0));
+    assert!(scrape.samples.iter().all(|s| s.labels.get("model").is_none_or(|m| !m.starts_with("made-up"))));
     let alive = sample_value(&scrape, "gpumesh_members", &[("status", "alive"), ("trusted", "true")]);
     assert_eq!(alive, Some(view.totals.nodes_alive as f64));
     assert_eq!(sample_value(&scrape, "gpumesh_members", &[("status", "dead"), ("trusted", "true")]), Some(0.0));
@@ -336,7 +347,10 @@ async fn metrics_parse_and_agree_with_the_cluster_view() {
     assert_dashboard_uses_only_exposed_metrics(
         &client.get(format!("{url}/metrics")).send().await.expect("up").text().await.expect("text"),
     );
-    let histogram = scrape.samples.iter().find(|s| s.metric == "gpumesh_request_duration_seconds");
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "gpumesh_request_duration_seconds" && s.labels.get("model") == Some("echo"));
     match histogram.map(|s| &s.value) {
         Some(prometheus_parse::Value::Histogram(buckets)) => {
             let total = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
