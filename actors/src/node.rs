@@ -191,13 +191,6 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         config.forward_timeout,
         env.peers.clone(),
     );
-    let (supervisor, supervisor_task) = match Actor::spawn(None, SupervisorActor, args).await {
-        Ok(spawned) => spawned,
-        Err(error) => {
-            membership.shutdown().await;
-            return Err(Error::Start(format!("{error}")));
-        }
-    };
     let telemetry = crate::telemetry::Telemetry::new(crate::telemetry::NodeCollector {
         models: models.clone(),
         view: view_rx.clone(),
@@ -205,11 +198,24 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
     });
     let (history, history_task) = match config.history_interval {
         Some(interval) => {
-            let history = store.history(crate::history::HISTORY_KEEP_MS)?;
+            let history = match store.history(crate::history::HISTORY_KEEP_MS) {
+                Ok(history) => history,
+                Err(error) => {
+                    membership.shutdown().await;
+                    return Err(error.into());
+                }
+            };
             let task = crate::history::spawn_sampler(history.clone(), view_rx.clone(), env.clock.clone(), interval);
             (Some(history), Some(task))
         }
         None => (None, None),
+    };
+    let (supervisor, supervisor_task) = match Actor::spawn(None, SupervisorActor, args).await {
+        Ok(spawned) => spawned,
+        Err(error) => {
+            membership.shutdown().await;
+            return Err(Error::Start(format!("{error}")));
+        }
     };
     let jobs = crate::jobs::JobService::new(
         job_store,
