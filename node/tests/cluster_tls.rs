@@ -136,16 +136,31 @@ async fn nodes_link_and_forward_over_tls_and_a_foreign_certificate_is_never_link
     let rogue = start_tls(path, "rogue", &secret, &seeds, &rogue_cert, &path.join("other-ca.pem"), Some(&empty));
 
     let client = reqwest::Client::new();
-    wait_until("n1 and n2 link over TLS", Duration::from_secs(10), || async {
+    wait_until("n1 and n2 link over TLS and n1 sees n2 serve its model", Duration::from_secs(10), || async {
         let view = fetch_view(&client, &n1.url).await?;
-        view.nodes.iter().any(|n| n.name == "n2" && n.connected).then_some(())
+        // Alive, linked, and n2's load (its models) gossiped to n1.
+        view.nodes
+            .iter()
+            .any(|n| {
+                n.name == "n2"
+                    && n.status.as_str() == "alive"
+                    && n.connected
+                    && n.models.iter().any(|m| m.name == "only-n2")
+            })
+            .then_some(())
     })
     .await;
     let body = json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.5, -2.0]}]});
     let response =
         client.post(format!("{}/v2/models/only-n2/infer", n1.url)).json(&body).send().await.expect("answers");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-gpumesh-node"], "n2", "forwarded over the TLS link");
+    let status = response.status();
+    let node = response.headers().get("x-gpumesh-node").cloned();
+    let text = response.text().await.unwrap_or_default();
+    if status != 200 {
+        let view = fetch_view(&client, &n1.url).await;
+        panic!("{status} {text}\nview: {view:?}\nn1 log: {}", n1.log_text());
+    }
+    assert_eq!(node.expect("x-gpumesh-node"), "n2", "forwarded over the TLS link");
 
     // For 3 s (15 gossip rounds) the rogue stays unlinked on both sides.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);

@@ -454,7 +454,10 @@ async fn an_intruder_with_another_secret_gets_no_work_and_cannot_steer_routing()
     let first = nodes[0].url.clone();
     wait_until("n1 sees n2 linked and the intruder in gossip", Duration::from_secs(15), || async {
         let view = fetch_view(&client, &first).await?;
-        let n2 = view.nodes.iter().any(|n| n.name == "n2" && n.connected && !n.models.is_empty());
+        let n2 = view
+            .nodes
+            .iter()
+            .any(|n| n.name == "n2" && n.status.as_str() == "alive" && n.connected && !n.models.is_empty());
         let intruder = view.nodes.iter().any(|n| n.name == "intruder");
         (n2 && intruder).then_some(())
     })
