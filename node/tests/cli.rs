@@ -126,7 +126,11 @@ async fn flags_beat_env_and_env_beats_the_config_file() {
     let url = format!("http://127.0.0.1:{http}");
     for (extra, expected, data) in [(&[][..], "from-env", "a"), (&["--name", "from-flag"][..], "from-flag", "b")] {
         let mut child = run(extra, "from-env", data);
-        let view = wait_until("node answers", Duration::from_secs(5), || fetch_view(&client, &url)).await;
+        // The first answers may come before the node's first view (no name yet).
+        let view = wait_until("node answers with its view", Duration::from_secs(5), || async {
+            fetch_view(&client, &url).await.filter(|view| !view.self_name.is_empty())
+        })
+        .await;
         assert_eq!(view.self_name, expected);
         child.kill().expect("kill");
         child.wait().expect("reaped");

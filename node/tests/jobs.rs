@@ -75,7 +75,12 @@ async fn pair(dir: &Path, service_ms: u32) -> (TestNode, TestNode, reqwest::Clie
         let view = fetch_view(&client, &url).await?;
         view.nodes
             .iter()
-            .any(|n| n.name == "n2" && n.connected && n.models.iter().any(|m| m.name == "echo"))
+            .any(|n| {
+                n.name == "n2"
+                    && n.status.as_str() == "alive"
+                    && n.connected
+                    && n.models.iter().any(|m| m.name == "echo")
+            })
             .then_some(())
     })
     .await;
@@ -197,7 +202,12 @@ async fn three_hundred_jobs_survive_a_node_killed_and_restarted() {
     let first = n1.url.clone();
     wait_until("three nodes serve echo, linked", Duration::from_secs(10), || async {
         let view = fetch_view(&client, &first).await?;
-        (view.nodes.iter().filter(|n| n.connected && n.models.iter().any(|m| m.name == "echo")).count() == 3)
+        (view
+            .nodes
+            .iter()
+            .filter(|n| n.status.as_str() == "alive" && n.connected && n.models.iter().any(|m| m.name == "echo"))
+            .count()
+            == 3)
             .then_some(())
     })
     .await;
@@ -274,7 +284,12 @@ async fn job_dispatched_to_an_executor(value: f64) -> Dispatched {
     let url = n1.url.clone();
     wait_until("both executors serve echo, linked", Duration::from_secs(10), || async {
         let view = fetch_view(&client, &url).await?;
-        (view.nodes.iter().filter(|n| n.connected && n.models.iter().any(|m| m.name == "echo")).count() == 2)
+        (view
+            .nodes
+            .iter()
+            .filter(|n| n.status.as_str() == "alive" && n.connected && n.models.iter().any(|m| m.name == "echo"))
+            .count()
+            == 2)
             .then_some(())
     })
     .await;
