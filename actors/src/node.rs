@@ -300,7 +300,7 @@ impl NodeHandle {
         let result = self.route_infer_attempts(model, requirements, request).await;
         let seconds = self.clock.now().saturating_duration_since(started).as_secs_f64();
         let node = result.as_ref().ok().map(|routed| routed.node.as_str());
-        let outcome = crate::telemetry::outcome(result.as_ref().map(|_| ()));
+        let outcome = crate::telemetry::outcome(result.as_ref().err());
         // A name no node serves comes from the client: one label for all of
         // them, so random names cannot grow the metrics without bound.
         let label = if matches!(result, Err(InferError::UnknownModel(_))) { "(unknown)" } else { model };
@@ -411,7 +411,7 @@ impl NodeHandle {
             }
         };
         if target != me {
-            let failure = result.as_ref().err().map(|error| crate::telemetry::outcome(Err(error)));
+            let failure = result.as_ref().err().map(|error| crate::telemetry::outcome(Some(error)));
             self.telemetry.forwarded(target, failure);
         }
         match &result {
@@ -456,6 +456,15 @@ impl NodeHandle {
         history.since(since_unix_ms).unwrap_or_else(|error| {
             tracing::warn!(%error, "reading the metrics history failed");
             Vec::new()
+        })
+    }
+
+    /// The newest metrics history sample, if this node keeps a history.
+    pub fn latest_history(&self) -> Option<gpumesh_storage::HistorySample> {
+        let history = self.history.as_ref()?;
+        history.latest().unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading the metrics history failed");
+            None
         })
     }
 

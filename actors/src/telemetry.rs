@@ -54,15 +54,15 @@ pub struct Telemetry {
     forward_failures: Family<FailureLabels, Counter>,
 }
 
-/// The outcome label of an inference result.
-pub fn outcome(result: Result<(), &InferError>) -> &'static str {
-    match result {
-        Ok(()) => "ok",
-        Err(InferError::BadRequest(_)) => "bad_request",
-        Err(InferError::UnknownModel(_)) => "unknown_model",
-        Err(InferError::QueueFull { .. }) => "queue_full",
-        Err(InferError::Unavailable(_)) => "unavailable",
-        Err(InferError::Failed(_)) => "failed",
+/// The outcome label of an inference: `ok` without an error.
+pub fn outcome(error: Option<&InferError>) -> &'static str {
+    match error {
+        None => "ok",
+        Some(InferError::BadRequest(_)) => "bad_request",
+        Some(InferError::UnknownModel(_)) => "unknown_model",
+        Some(InferError::QueueFull { .. }) => "queue_full",
+        Some(InferError::Unavailable(_)) => "unavailable",
+        Some(InferError::Failed(_)) => "failed",
     }
 }
 

@@ -177,11 +177,12 @@ impl NodeArgs {
         for seed in &seeds {
             validate_seed(seed)?;
         }
-        let gossip_interval_ms =
-            self.gossip_interval_ms.or(file.gossip_interval_ms).unwrap_or(DEFAULT_GOSSIP_INTERVAL_MS);
-        if !GOSSIP_INTERVAL_MS_RANGE.contains(&gossip_interval_ms) {
-            bail!("--gossip-interval-ms {gossip_interval_ms} is out of range: use 10 to 60000");
-        }
+        let gossip_interval_ms = bounded(
+            "--gossip-interval-ms",
+            self.gossip_interval_ms.or(file.gossip_interval_ms),
+            DEFAULT_GOSSIP_INTERVAL_MS,
+            GOSSIP_INTERVAL_MS_RANGE,
+        )?;
         let secret = self.secret_file.or(file.secret_file).map(|path| read_secret(&path)).transpose()?;
         let policy = match self.policy.or(file.policy) {
             Some(text) => text.parse().map_err(|error: String| anyhow::anyhow!("--policy: {error}"))?,
@@ -223,11 +224,12 @@ impl NodeArgs {
             gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
             1..=16,
         )?;
-        let idle_timeout_secs =
-            self.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(gpumesh_web::DEFAULT_IDLE_TIMEOUT_SECS);
-        if !(1..=86_400).contains(&idle_timeout_secs) {
-            bail!("--idle-timeout-secs {idle_timeout_secs} is out of range: use 1 to 86400");
-        }
+        let idle_timeout_secs = bounded(
+            "--idle-timeout-secs",
+            self.idle_timeout_secs.or(file.idle_timeout_secs),
+            gpumesh_web::DEFAULT_IDLE_TIMEOUT_SECS,
+            1..=86_400,
+        )?;
         let cluster_tls = resolve_tls(
             self.cluster_tls_cert.or(file.cluster_tls_cert),
             self.cluster_tls_key.or(file.cluster_tls_key),
@@ -285,12 +287,12 @@ fn resolve_tls(
 }
 
 /// `value` (or `default`) when it lies in `range`, else a sentence naming `flag`.
-fn bounded(
+fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
     flag: &str,
-    value: Option<usize>,
-    default: usize,
-    range: std::ops::RangeInclusive<usize>,
-) -> anyhow::Result<usize> {
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> anyhow::Result<T> {
     let value = value.unwrap_or(default);
     if !range.contains(&value) {
         bail!("{flag} {value} is out of range: use {} to {}", range.start(), range.end());

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{NodeSpec, TestNode, fetch_view, free_ports, wait_until, write_secret};
+use common::{NodeSpec, TestNode, fetch_view, free_ports, wait_served, write_secret};
 use serde_json::json;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -136,20 +136,8 @@ async fn nodes_link_and_forward_over_tls_and_a_foreign_certificate_is_never_link
     let rogue = start_tls(path, "rogue", &secret, &seeds, &rogue_cert, &path.join("other-ca.pem"), Some(&empty));
 
     let client = reqwest::Client::new();
-    wait_until("n1 and n2 link over TLS and n1 sees n2 serve its model", Duration::from_secs(10), || async {
-        let view = fetch_view(&client, &n1.url).await?;
-        // Alive, linked, and n2's load (its models) gossiped to n1.
-        view.nodes
-            .iter()
-            .any(|n| {
-                n.name == "n2"
-                    && n.status.as_str() == "alive"
-                    && n.connected
-                    && n.models.iter().any(|m| m.name == "only-n2")
-            })
-            .then_some(())
-    })
-    .await;
+    // n2 alive, linked over TLS, and its models gossiped to n1.
+    wait_served(&client, &n1.url, "only-n2", &["n2"]).await;
     let body = json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.5, -2.0]}]});
     let response =
         client.post(format!("{}/v2/models/only-n2/infer", n1.url)).json(&body).send().await.expect("answers");

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{NodeSpec, TestNode, fetch_view, free_ports, wait_until, write_secret};
+use common::{NodeSpec, TestNode, fetch_view, free_ports, wait_served, wait_until, write_secret};
 use serde_json::{Value, json};
 
 fn registry(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -71,19 +71,7 @@ async fn pair(dir: &Path, service_ms: u32) -> (TestNode, TestNode, reqwest::Clie
     let n2 = node(dir, "n2", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
     let client = reqwest::Client::new();
     let url = n1.url.clone();
-    wait_until("n1 sees echo on n2, linked", Duration::from_secs(10), || async {
-        let view = fetch_view(&client, &url).await?;
-        view.nodes
-            .iter()
-            .any(|n| {
-                n.name == "n2"
-                    && n.status.as_str() == "alive"
-                    && n.connected
-                    && n.models.iter().any(|m| m.name == "echo")
-            })
-            .then_some(())
-    })
-    .await;
+    wait_served(&client, &url, "echo", &["n2"]).await;
     (n1, n2, client)
 }
 
@@ -200,17 +188,7 @@ async fn three_hundred_jobs_survive_a_node_killed_and_restarted() {
     let n3 = node(path, "n3", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
     let client = reqwest::Client::new();
     let first = n1.url.clone();
-    wait_until("three nodes serve echo, linked", Duration::from_secs(10), || async {
-        let view = fetch_view(&client, &first).await?;
-        (view
-            .nodes
-            .iter()
-            .filter(|n| n.status.as_str() == "alive" && n.connected && n.models.iter().any(|m| m.name == "echo"))
-            .count()
-            == 3)
-            .then_some(())
-    })
-    .await;
+    wait_served(&client, &first, "echo", &["n1", "n2", "n3"]).await;
 
     let mut accepted: Vec<(String, f64)> = Vec::new();
     let mut n2_down = false;
@@ -282,17 +260,7 @@ async fn job_dispatched_to_an_executor(value: f64) -> Dispatched {
     ];
     let client = reqwest::Client::new();
     let url = n1.url.clone();
-    wait_until("both executors serve echo, linked", Duration::from_secs(10), || async {
-        let view = fetch_view(&client, &url).await?;
-        (view
-            .nodes
-            .iter()
-            .filter(|n| n.status.as_str() == "alive" && n.connected && n.models.iter().any(|m| m.name == "echo"))
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    wait_served(&client, &url, "echo", &["n2", "n3"]).await;
     let id = submit(&client, &n1.url, &job_body(value, None)).await["job_id"].as_str().expect("id").to_string();
     let running_on = wait_until("the job is dispatched", Duration::from_secs(5), || async {
         let job = get(&client, &n1.url, &id).await?;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fetch_view, start_with_registries, wait_until};
+use common::{fetch_view, start_with_registries, wait_served, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -13,25 +13,6 @@ const SYNTHETIC: &str = "kind = \"synthetic\"\nmax_batch_size = 1\nmax_queue_siz
 
 fn model(name: &str, service_ms: u32) -> String {
     format!("[[model]]\nname = \"{name}\"\n{SYNTHETIC}service_time_ms = {service_ms}\n")
-}
-
-/// Waits until `at` sees `holders` serving `model`, alive, trusted and linked.
-async fn wait_served(client: &reqwest::Client, at: &str, model: &str, holders: &[&str]) {
-    wait_until("the model's holders appear in gossip, linked", Duration::from_secs(10), || async {
-        let view = fetch_view(client, at).await?;
-        holders
-            .iter()
-            .all(|holder| {
-                view.nodes.iter().any(|n| {
-                    n.name == *holder
-                        && n.status.as_str() == "alive"
-                        && n.connected
-                        && n.models.iter().any(|m| m.name == model)
-                })
-            })
-            .then_some(())
-    })
-    .await;
 }
 
 async fn infer(client: &reqwest::Client, url: &str, model: &str, parameters: Value) -> (u16, Value) {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::browser::Browser;
-use common::{TestNode, fetch_view, start_with_registries, wait_until};
+use common::{TestNode, fetch_view, start_with_registries, wait_served, wait_until};
 use gpumesh_membership::{ClusterView, CpuStats, GpuStats, LoadSummary, Member, MemberStatus, ModelLoad, NodeInfo};
 use gpumesh_storage::{HistorySample, NodeSample};
 use serde_json::{Value, json};
@@ -21,16 +21,6 @@ const ECHO: &str = "[[model]]\nname = \"echo\"\nkind = \"synthetic\"\nservice_ti
 /// Three nodes n1..n3 serving the synthetic `echo`, n1 the seed.
 fn start_cluster(dir: &Path) -> Vec<TestNode> {
     start_with_registries(dir, &[ECHO.to_string(), ECHO.to_string(), ECHO.to_string()])
-}
-
-async fn wait_formed(client: &reqwest::Client, nodes: &[TestNode]) {
-    wait_until("n1 sees three linked members serving echo", Duration::from_secs(15), || async {
-        let view = fetch_view(client, &nodes[0].url).await?;
-        let ready = view.nodes.len() == 3
-            && view.nodes.iter().all(|n| n.status.as_str() == "alive" && n.connected && !n.models.is_empty());
-        ready.then_some(())
-    })
-    .await;
 }
 
 async fn infer(client: &reqwest::Client, url: &str) -> bool {
@@ -86,7 +76,7 @@ async fn the_page_is_live_and_shows_a_killed_node_as_not_alive_within_the_detect
     let dir = tempfile::tempdir().expect("tempdir");
     let mut nodes = start_cluster(dir.path());
     let client = reqwest::Client::new();
-    wait_formed(&client, &nodes).await;
+    wait_served(&client, &nodes[0].url, "echo", &["n1", "n2", "n3"]).await;
     let browser = Browser::start(1400, 1900).await;
     browser.client.goto(&format!("{}/", nodes[0].url)).await.expect("page opens");
     wait_until("the page lists three alive members", Duration::from_secs(10), || async {
@@ -203,7 +193,7 @@ async fn the_page_stays_responsive_with_100_members() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = start_cluster(dir.path());
     let client = reqwest::Client::new();
-    wait_formed(&client, &nodes).await;
+    wait_served(&client, &nodes[0].url, "echo", &["n1", "n2", "n3"]).await;
     let browser = Browser::start(1400, 1900).await;
     browser.client.goto(&format!("{}/", nodes[0].url)).await.expect("page opens");
     wait_until("the page renders a live snapshot", Duration::from_secs(10), || async {
@@ -282,7 +272,7 @@ async fn metrics_parse_and_agree_with_the_cluster_view() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = start_cluster(dir.path());
     let client = reqwest::Client::new();
-    wait_formed(&client, &nodes).await;
+    wait_served(&client, &nodes[0].url, "echo", &["n1", "n2", "n3"]).await;
     let url = nodes[0].url.clone();
     let mut sent = 0;
     for _ in 0..40 {

@@ -19,6 +19,23 @@ pub use history::{HistorySample, MetricsHistory, NodeSample};
 pub use jobs::{JobStore, SledJobStore};
 pub use node_store::{Identity, NodeStore};
 
+/// Opens the sled database in `dir` for a test, waiting up to 5 s for one
+/// dropped just before to let go of it: sled locks a database to one
+/// opener, and its background threads release the lock a moment after
+/// the last handle is dropped.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "a test waits for sled's own threads, outside any clock")]
+pub(crate) fn reopen_sled(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(error) if std::time::Instant::now() >= deadline => panic!("sled did not reopen within 5 s: {error}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Errors of the storage crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

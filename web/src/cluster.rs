@@ -36,25 +36,8 @@ pub struct NodeEntry {
     pub cpu: Option<CpuStats>,
     pub queue_depth: u32,
     pub inflight: u32,
-    pub models: Vec<ModelEntry>,
-}
-
-/// One model of a member in `/cluster`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ModelEntry {
-    pub name: String,
-    pub device: String,
-    pub service_ms_per_item: f64,
-    pub queue_depth: u32,
-    pub inflight: u32,
-    /// Requests it executed since its node started.
-    #[serde(default)]
-    pub completed: u64,
-    /// Queue plus compute time over its last metrics interval, milliseconds.
-    #[serde(default)]
-    pub p50_ms: Option<f64>,
-    #[serde(default)]
-    pub p99_ms: Option<f64>,
+    /// As the node gossips them (`ModelLoad`).
+    pub models: Vec<ModelLoad>,
 }
 
 /// Sums over the trusted members that are not dead (`nodes_alive`: trusted and alive).
@@ -87,20 +70,7 @@ fn entry(member: &Member, connected: &BTreeSet<String>) -> NodeEntry {
         cpu: load.map(|l| l.cpu.clone()),
         queue_depth: load.map_or(0, |l| l.queue_depth),
         inflight: load.map_or(0, |l| l.inflight),
-        models: load.map(|l| l.models.iter().map(model_entry).collect()).unwrap_or_default(),
-    }
-}
-
-fn model_entry(model: &ModelLoad) -> ModelEntry {
-    ModelEntry {
-        name: model.name.clone(),
-        device: model.device.clone(),
-        service_ms_per_item: model.service_ms_per_item,
-        queue_depth: model.queue_depth,
-        inflight: model.inflight,
-        completed: model.completed,
-        p50_ms: model.p50_ms,
-        p99_ms: model.p99_ms,
+        models: load.map(|l| l.models.clone()).unwrap_or_default(),
     }
 }
 

@@ -157,8 +157,8 @@ impl PeerNet for ClusterPeers {
 
 const CALL_MAGIC: &[u8; 4] = b"GMP1";
 
-/// Appends a call whose body is text: its kind, then the text's bytes.
-fn text_call(bytes: &mut Vec<u8>, tag: u8, text: &str) {
+/// Appends a call or answer whose body is text: its kind, then the text's bytes.
+fn push_text(bytes: &mut Vec<u8>, tag: u8, text: &str) {
     bytes.push(tag);
     bytes.extend(text.as_bytes());
 }
@@ -172,10 +172,10 @@ impl PeerCall {
                 bytes.push(0);
                 bytes.extend(request.encode());
             }
-            PeerCall::Metadata(text) => text_call(&mut bytes, 1, text),
-            PeerCall::JobStatus(text) => text_call(&mut bytes, 2, text),
-            PeerCall::HeldResult(text) => text_call(&mut bytes, 3, text),
-            PeerCall::ReleaseResult(text) => text_call(&mut bytes, 4, text),
+            PeerCall::Metadata(text) => push_text(&mut bytes, 1, text),
+            PeerCall::JobStatus(text) => push_text(&mut bytes, 2, text),
+            PeerCall::HeldResult(text) => push_text(&mut bytes, 3, text),
+            PeerCall::ReleaseResult(text) => push_text(&mut bytes, 4, text),
         }
         bytes
     }
@@ -208,10 +208,7 @@ impl PeerAnswer {
                 bytes.push(0);
                 bytes.extend(reply.encode());
             }
-            PeerAnswer::Text(text) => {
-                bytes.push(1);
-                bytes.extend(text.as_bytes());
-            }
+            PeerAnswer::Text(text) => push_text(&mut bytes, 1, text),
             PeerAnswer::Bytes(data) => {
                 bytes.push(2);
                 bytes.extend(data);

@@ -313,3 +313,22 @@ pub fn start_with_registries(dir: &Path, registries: &[String]) -> Vec<TestNode>
     }
     nodes
 }
+
+/// Waits until `at` sees `holders` serving `model`, alive, trusted and linked.
+pub async fn wait_served(client: &reqwest::Client, at: &str, model: &str, holders: &[&str]) {
+    wait_until("the model's holders appear in gossip, linked", Duration::from_secs(10), || async {
+        let view = fetch_view(client, at).await?;
+        holders
+            .iter()
+            .all(|holder| {
+                view.nodes.iter().any(|n| {
+                    n.name == *holder
+                        && n.status.as_str() == "alive"
+                        && n.connected
+                        && n.models.iter().any(|m| m.name == model)
+                })
+            })
+            .then_some(())
+    })
+    .await;
+}

@@ -346,20 +346,7 @@ mod tests {
         }
         // Every handle is gone: the flusher thread lets go of the database,
         // so it opens again (sled locks a database to one opener).
-        let reopened = {
-            let deadline = std::time::Duration::from_secs(5);
-            let path = dir.path().to_path_buf();
-            tokio::time::timeout(deadline, async move {
-                loop {
-                    if let Ok(db) = sled::open(&path) {
-                        return db;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-            })
-            .await
-            .expect("the flusher thread stopped")
-        };
+        let reopened = crate::reopen_sled(dir.path());
         let store = SledJobStore::open(&reopened).expect("trees");
         let job = store.get("n1.1").expect("read").expect("present");
         assert_eq!(job.node.as_deref(), Some("n2"), "the recorded change was flushed");

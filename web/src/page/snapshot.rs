@@ -109,7 +109,7 @@ pub(crate) async fn snapshot(node: &NodeHandle) -> Snapshot {
         cluster: cluster_response(&view, &node.connected()),
         decisions: decisions_json(&node.decisions(), RECENT_ROWS),
         jobs,
-        sample: node.history_since(unix_ms.saturating_sub(HISTORY_FRESH_MS)).pop(),
+        sample: node.latest_history().filter(|sample| unix_ms.saturating_sub(sample.unix_ms) <= HISTORY_FRESH_MS),
     }
 }
 

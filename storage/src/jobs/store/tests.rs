@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::*;
 
 fn open(dir: &std::path::Path) -> (sled::Db, SledJobStore) {
-    let db = sled::open(dir).expect("open sled");
+    let db = crate::reopen_sled(dir);
     let store = SledJobStore::open(&db).expect("job trees");
     (db, store)
 }
