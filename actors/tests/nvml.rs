@@ -1,29 +1,123 @@
-//! On a GPU machine: the metrics probe reads what `nvidia-smi` reports.
+//! On a GPU machine: the metrics probe reads what `nvidia-smi` reports, and
+//! a node publishes that state to its peers through gossip.
 //! Needs NVIDIA's driver; run with `cargo nextest run --run-ignored only`.
 
-use gpumesh_actors::{HardwareProbe, SystemProbe};
+use std::time::Duration;
+
+use gpumesh_actors::{HardwareProbe, NodeConfig, NodeEnv, NodeHandle, SystemProbe, start_node};
+use gpumesh_membership::{ClusterSecret, GpuStats, MemberStatus};
+use tokio::time::Instant;
+
+/// One GPU as `nvidia-smi` reports it.
+#[derive(Debug)]
+struct SmiGpu {
+    index: u32,
+    name: String,
+    total_mb: u64,
+    free_mb: u64,
+    temperature_c: u32,
+    power_w: f64,
+    utilization_pct: u32,
+}
+
+fn nvidia_smi() -> Vec<SmiGpu> {
+    let query = "--query-gpu=index,name,memory.total,memory.free,temperature.gpu,power.draw,utilization.gpu";
+    let output = std::process::Command::new("nvidia-smi")
+        .args([query, "--format=csv,noheader,nounits"])
+        .output()
+        .expect("nvidia-smi runs");
+    let text = String::from_utf8(output.stdout).expect("utf8");
+    let gpus: Vec<SmiGpu> = text
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            SmiGpu {
+                index: fields[0].parse().expect("index"),
+                name: fields[1].to_string(),
+                total_mb: fields[2].parse().expect("MiB"),
+                free_mb: fields[3].parse().expect("MiB"),
+                temperature_c: fields[4].parse().expect("degrees"),
+                power_w: fields[5].parse().expect("watts"),
+                utilization_pct: fields[6].parse().expect("percent"),
+            }
+        })
+        .collect();
+    assert!(!gpus.is_empty(), "nvidia-smi lists no GPU");
+    gpus
+}
+
+/// `ours` (NVML through the probe) agrees with `smi` read moments apart:
+/// identity exactly, the readings that drift within small margins.
+fn assert_agrees(ours: &[GpuStats], smi: &[SmiGpu]) {
+    assert_eq!(ours.len(), smi.len(), "ours {ours:?}, nvidia-smi {smi:?}");
+    for (gpu, expected) in ours.iter().zip(smi) {
+        println!("probe {gpu:?}\nsmi   {expected:?}");
+        assert_eq!((gpu.index, &gpu.name, gpu.memory_total_mb), (expected.index, &expected.name, expected.total_mb));
+        assert!(gpu.memory_free_mb.abs_diff(expected.free_mb) <= 256, "free memory {gpu:?} vs {expected:?}");
+        assert!(gpu.temperature_c.abs_diff(expected.temperature_c) <= 3, "temperature {gpu:?} vs {expected:?}");
+        assert!((f64::from(gpu.power_w) - expected.power_w).abs() <= 30.0, "power {gpu:?} vs {expected:?}");
+        assert!(gpu.utilization_pct <= 100 && expected.utilization_pct <= 100);
+    }
+}
 
 #[test]
 #[ignore = "needs an NVIDIA GPU and driver"]
 fn probe_matches_nvidia_smi() {
-    let output = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"])
-        .output()
-        .expect("nvidia-smi runs");
-    let text = String::from_utf8(output.stdout).expect("utf8");
-    let expected: Vec<(u32, String, u64)> = text
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            (fields[0].parse().expect("index"), fields[1].to_string(), fields[2].parse().expect("MiB"))
-        })
-        .collect();
-    assert!(!expected.is_empty(), "nvidia-smi lists no GPU");
     let sample = SystemProbe::new().sample();
-    assert_eq!(sample.gpus.len(), expected.len());
-    for (gpu, (index, name, total_mb)) in sample.gpus.iter().zip(&expected) {
-        assert_eq!((gpu.index, &gpu.name, gpu.memory_total_mb), (*index, name, *total_mb));
-        assert!(gpu.memory_free_mb <= gpu.memory_total_mb);
-        assert!(gpu.temperature_c > 0 && gpu.temperature_c < 120, "{gpu:?}");
-    }
+    assert_agrees(&sample.gpus, &nvidia_smi());
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+async fn node(name: &str, seeds: Vec<String>, dir: &std::path::Path) -> (NodeHandle, String) {
+    let gossip = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let cluster = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = NodeConfig {
+        requested_name: Some(name.into()),
+        data_dir: dir.join(name),
+        http_advertise: "127.0.0.1:1".parse().expect("addr"),
+        gossip_listen: gossip,
+        gossip_advertise: gossip,
+        cluster_listen: cluster,
+        cluster_advertise: cluster,
+        seeds,
+        gossip_interval: Duration::from_millis(100),
+        metrics_interval: Duration::from_millis(200),
+        secret: ClusterSecret::from_bytes([7; 32]),
+        models: Vec::new(),
+        ort_library_candidates: Vec::new(),
+        infer_timeout: Duration::from_secs(5),
+        policy: gpumesh_actors::Policy::Eta,
+        forward_timeout: Duration::from_secs(10),
+        job_retention: gpumesh_storage::jobs::Retention::default(),
+        history_interval: None,
+        max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
+        cluster_tls: None,
+    };
+    (start_node(config, NodeEnv::production()).await.expect("node starts"), gossip.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an NVIDIA GPU and driver"]
+async fn a_peer_sees_the_gpus_nvidia_smi_reports_through_gossip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gpu_node, seed) = node("gpu-node", Vec::new(), dir.path()).await;
+    let (peer, _) = node("peer", vec![seed], dir.path()).await;
+    let mut view = peer.subscribe_view();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let gpus = loop {
+        let published = view.borrow_and_update().member("gpu-node").and_then(|member| {
+            let load = member.load.as_ref().filter(|_| member.status == MemberStatus::Alive && member.trusted)?;
+            Some(load.gpus.clone()).filter(|gpus| !gpus.is_empty())
+        });
+        if let Some(gpus) = published {
+            break gpus;
+        }
+        assert!(Instant::now() < deadline, "the peer never saw gpu-node's GPUs: {:?}", view.borrow());
+        let _ = tokio::time::timeout(Duration::from_millis(200), view.changed()).await;
+    };
+    assert_agrees(&gpus, &nvidia_smi());
+    drop((gpu_node, peer));
 }
