@@ -55,10 +55,12 @@ pub struct NodeEnv {
     pub rng: RngFactory,
     pub gossip_transport: Arc<dyn Transport>,
     pub probe: ProbeFactory,
-    /// Run a ractor_cluster node server and link to peers over TCP.
-    pub cluster_links: bool,
-    /// How calls reach other nodes' forward endpoints.
-    pub peers: Arc<dyn crate::forward::peers::PeerNet>,
+    /// The network under ractor_cluster links to peers; `None` runs no node
+    /// server and opens no links (a node alone).
+    pub links: Option<Arc<dyn crate::link_net::LinkNet>>,
+    /// Wraps the calls to other nodes' forward endpoints (the simulator
+    /// records them); `None` calls them as they are.
+    pub peer_layer: Option<crate::forward::peers::PeerLayer>,
     /// Where jobs are kept.
     pub job_storage: JobStorage,
     /// Faults of the device synthetic models stand for (the simulator's).
@@ -85,8 +87,8 @@ impl NodeEnv {
             rng: Arc::new(|| rand::make_rng::<StdRng>()),
             gossip_transport: Arc::new(UdpTransport),
             probe: Arc::new(|| Box::new(SystemProbe::new()) as Box<dyn HardwareProbe>),
-            cluster_links: true,
-            peers: Arc::new(crate::forward::peers::ClusterPeers),
+            links: Some(Arc::new(crate::link_net::TcpLinks)),
+            peer_layer: None,
             job_storage: JobStorage::Sled,
             gpu_faults: Arc::default(),
         }

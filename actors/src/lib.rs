@@ -9,8 +9,9 @@
 //! - `telemetry`: the Prometheus metrics; `history`: samples of the view
 //!   kept for the status page's charts.
 //! - `view`: turns gossip state into the typed cluster view.
-//! - `links`: the ractor_cluster node server and links to peers; `tls`:
-//!   optional mutual TLS for them.
+//! - `links`: the ractor_cluster node server and links to peers; `link_net`:
+//!   the network under them (TCP, or the simulator's); `tls`: optional
+//!   mutual TLS for them.
 //! - `executor`: one actor per model, ONNX Runtime or synthetic, with
 //!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
 //! - `jobs`: the owner side of durable jobs (store, dispatch, resume).
@@ -28,6 +29,7 @@ pub mod forward;
 pub mod hardware;
 pub mod history;
 pub mod jobs;
+pub mod link_net;
 pub mod link_plan;
 mod links;
 mod metrics;

@@ -1,20 +1,26 @@
 //! The links actor: runs this node's ractor_cluster node server and keeps
-//! a link to every trusted live member (see `link_plan`).
+//! a link to every trusted live member (see `link_plan`), over the network
+//! `link_net` gives it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gpumesh_membership::ClusterView;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::env::{Clock, RngFactory};
+use crate::link_net::LinkNet;
 use crate::link_plan::{LinkAction, LinkPlanner};
+
+/// This node's open links: each peer's name and the ractor_cluster session
+/// actor that carries it (the remote actors it knows are its children).
+pub(crate) type LinkedPeers = BTreeMap<String, ActorCell>;
 
 /// Upper bound on one TCP connect to a peer's node server.
 pub(crate) const DIAL_TIMEOUT_MS: u64 = 2_000;
@@ -32,7 +38,8 @@ pub(crate) struct LinksArgs {
     pub(crate) listen_addr: SocketAddr,
     pub(crate) advertise_host: String,
     pub(crate) view_rx: watch::Receiver<Arc<ClusterView>>,
-    pub(crate) connected_tx: watch::Sender<Arc<BTreeSet<String>>>,
+    pub(crate) connected_tx: watch::Sender<Arc<LinkedPeers>>,
+    pub(crate) net: Arc<dyn LinkNet>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: RngFactory,
     pub(crate) interval: Duration,
@@ -54,6 +61,8 @@ pub(crate) struct LinksState {
     server: ActorRef<NodeServerMessage>,
     planner: LinkPlanner,
     rng: StdRng,
+    /// Accepts links where the node server does not (the simulator's network).
+    acceptor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for LinksActor {
@@ -66,25 +75,30 @@ impl Actor for LinksActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let server_addr = args.net.server_addr(args.listen_addr);
         let server = NodeServer::new(
-            args.listen_addr.port(),
+            server_addr.port(),
             args.cookie.clone(),
             args.name.clone(),
             args.advertise_host.clone(),
             args.tls.as_ref().map(|tls| ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone())),
             Some(NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(args.listen_addr.ip());
+        .with_listen_addr(server_addr.ip());
         // The node server is this actor's child: if it dies, this actor
         // stops too and the supervisor restarts both.
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+        let acceptor = args.net.accept(server.clone(), args.listen_addr);
         myself.send_interval(args.interval, || LinksMsg::Reconcile);
         let rng = (args.rng)();
-        Ok(LinksState { args, server, planner: LinkPlanner::default(), rng })
+        Ok(LinksState { args, server, planner: LinkPlanner::default(), rng, acceptor })
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        state.args.connected_tx.send_replace(Arc::new(BTreeSet::new()));
+        if let Some(acceptor) = state.acceptor.take() {
+            acceptor.abort();
+        }
+        state.args.connected_tx.send_replace(Arc::new(LinkedPeers::new()));
         Ok(())
     }
 
@@ -103,7 +117,7 @@ impl Actor for LinksActor {
 
 async fn reconcile(state: &mut LinksState) -> Result<(), ActorProcessingErr> {
     let sessions = ractor::call_t!(state.server, NodeServerMessage::GetSessions, SESSIONS_TIMEOUT_MS)?;
-    let by_name: HashMap<String, ActorRef<NodeSessionMessage>> = sessions
+    let by_name: BTreeMap<String, ActorRef<NodeSessionMessage>> = sessions
         .into_values()
         .filter_map(|session| Some((peer_node_name(&session.peer_name?.name).to_string(), session.actor)))
         .collect();
@@ -112,7 +126,9 @@ async fn reconcile(state: &mut LinksState) -> Result<(), ActorProcessingErr> {
     let now = state.args.clock.now();
     for action in state.planner.plan(&view, &connected, now, &mut state.rng) {
         match action {
-            LinkAction::Dial { name, addr } => dial(state.server.clone(), name, addr, state.args.tls.clone()),
+            LinkAction::Dial { name, addr } => {
+                dial(state.args.net.clone(), state.server.clone(), name, addr, state.args.tls.clone());
+            }
             LinkAction::Drop { name } => {
                 tracing::info!(node = %name, "dropping link to a member that is no longer trusted and alive");
                 if let Some(session) = by_name.get(&name) {
@@ -121,10 +137,12 @@ async fn reconcile(state: &mut LinksState) -> Result<(), ActorProcessingErr> {
             }
         }
     }
+    let linked: LinkedPeers = by_name.into_iter().map(|(name, session)| (name, session.get_cell())).collect();
     state.args.connected_tx.send_if_modified(|current| {
-        let changed = **current != connected;
+        let changed = !current.keys().eq(linked.keys())
+            || current.values().zip(linked.values()).any(|(old, new)| old.get_id() != new.get_id());
         if changed {
-            *current = Arc::new(connected);
+            *current = Arc::new(linked);
         }
         changed
     });
@@ -137,23 +155,17 @@ fn peer_node_name(peer: &str) -> &str {
     peer.rsplit_once('@').map_or(peer, |(name, _)| name)
 }
 
-fn dial(server: ActorRef<NodeServerMessage>, name: String, addr: SocketAddr, tls: Option<crate::tls::ClusterTls>) {
+fn dial(
+    net: Arc<dyn LinkNet>,
+    server: ActorRef<NodeServerMessage>,
+    name: String,
+    addr: SocketAddr,
+    tls: Option<crate::tls::ClusterTls>,
+) {
     tokio::spawn(async move {
-        let connect = async {
-            match tls {
-                // The peer's certificate must name the address dialed.
-                Some(tls) => {
-                    let peer = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                    ractor_cluster::client_connect_enc(&server, addr, tls.connector, peer).await
-                }
-                None => ractor_cluster::client_connect(&server, addr).await,
-            }
-        };
-        let attempt = tokio::time::timeout(Duration::from_millis(DIAL_TIMEOUT_MS), connect).await;
-        match attempt {
-            Ok(Ok(())) => tracing::debug!(node = %name, %addr, "link opened"),
-            Ok(Err(error)) => tracing::debug!(node = %name, %addr, error = ?error, "link dial failed"),
-            Err(_) => tracing::debug!(node = %name, %addr, "link dial timed out"),
+        match net.dial(&server, addr, tls).await {
+            Ok(()) => tracing::debug!(node = %name, %addr, "link opened"),
+            Err(error) => tracing::debug!(node = %name, %addr, %error, "link dial failed"),
         }
     });
 }

@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use crate::env::NodeEnv;
 use crate::executor::{ExecutorArgs, InferError, InferRequest, InferResponse, ServedModel, load_models};
 use crate::forward::ForwardArgs;
-use crate::links::LinksArgs;
+use crate::forward::peers::{ClusterPeers, PeerNet};
+use crate::links::{LinkedPeers, LinksArgs};
 use crate::metrics::MetricsArgs;
 use crate::registry::ModelSpec;
 use crate::restart::RestartPolicy;
@@ -82,7 +83,7 @@ pub struct NodeHandle {
     membership: Arc<Membership>,
     info: Mutex<NodeInfo>,
     view_rx: watch::Receiver<Arc<ClusterView>>,
-    connected_rx: watch::Receiver<Arc<BTreeSet<String>>>,
+    connected_rx: watch::Receiver<Arc<LinkedPeers>>,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
     models: Arc<Vec<Arc<ServedModel>>>,
@@ -142,15 +143,21 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
     };
     let membership = Arc::new(Membership::start(membership_config, env.gossip_transport.as_ref(), &info).await?);
     let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView::default()));
-    let (connected_tx, connected_rx) = watch::channel(Arc::new(BTreeSet::new()));
+    let (connected_tx, connected_rx) = watch::channel(Arc::new(LinkedPeers::new()));
     let refresh_interval = (config.gossip_interval / 2).max(Duration::from_millis(10));
-    let links = env.cluster_links.then(|| LinksArgs {
+    let peers: Arc<dyn PeerNet> = Arc::new(ClusterPeers::new(connected_rx.clone()));
+    let peers = match &env.peer_layer {
+        Some(layer) => layer(peers),
+        None => peers,
+    };
+    let links = env.links.clone().map(|net| LinksArgs {
         name: name.to_string(),
         cookie: config.secret.cluster_cookie(),
         listen_addr: config.cluster_listen,
         advertise_host: config.cluster_advertise.ip().to_string(),
         view_rx: view_rx.clone(),
         connected_tx,
+        net,
         clock: env.clock.clone(),
         rng: env.rng.clone(),
         interval: refresh_interval,
@@ -184,13 +191,8 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
     };
     let stale_after_ms =
         u64::try_from((config.gossip_interval * STALE_AFTER_INTERVALS).as_millis()).unwrap_or(u64::MAX);
-    let router = Router::new(
-        config.policy,
-        RouteParams { stale_after_ms },
-        env.fork_rng(),
-        config.forward_timeout,
-        env.peers.clone(),
-    );
+    let router =
+        Router::new(config.policy, RouteParams { stale_after_ms }, env.fork_rng(), config.forward_timeout, peers);
     let telemetry = crate::telemetry::Telemetry::new(crate::telemetry::NodeCollector {
         models: models.clone(),
         view: view_rx.clone(),
@@ -268,8 +270,8 @@ impl NodeHandle {
     }
 
     /// Names of the members with a node-to-node link up.
-    pub fn connected(&self) -> Arc<BTreeSet<String>> {
-        self.connected_rx.borrow().clone()
+    pub fn connected(&self) -> BTreeSet<String> {
+        self.connected_rx.borrow().keys().cloned().collect()
     }
 
     /// The models this node serves.

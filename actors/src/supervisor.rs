@@ -179,7 +179,8 @@ async fn start_child(
         }
         ChildKind::Forward => {
             let Some(args) = state.args.forward.clone() else { return Ok(()) };
-            Actor::spawn_linked(None, ForwardActor, args, supervisor).await?.0.get_cell()
+            let name = crate::forward::endpoint_name(&args.node);
+            Actor::spawn_linked(Some(name), ForwardActor, args, supervisor).await?.0.get_cell()
         }
         ChildKind::Executor(index) => {
             let Some(args) = state.args.executors.get(index).cloned() else { return Ok(()) };

@@ -35,7 +35,7 @@ async fn crashed_metrics_actor_is_restarted_with_growing_backoff() {
             made.lock().expect("lock").push(Instant::now());
             Box::new(FlakyProbe { samples: 0 }) as Box<dyn HardwareProbe>
         }),
-        cluster_links: false,
+        links: None,
         ..NodeEnv::production()
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,10 +1,9 @@
-//! Node-to-node messages: forwarded requests and replies, and the peer
-//! calls and answers around them. Whatever a peer sends decodes to a value
-//! or an error; a decoded value's encoding decodes to the same encoding
-//! (bytes are compared: tensors may hold NaN).
+//! Node-to-node messages: the forwarded requests and replies ractor_cluster
+//! carries between nodes. Whatever a peer sends decodes to a value or an
+//! error; a decoded request's encoding decodes to the same encoding (bytes
+//! are compared: tensors may hold NaN).
 #![no_main]
 
-use gpumesh_actors::forward::peers::{PeerAnswer, PeerCall};
 use gpumesh_actors::forward::{ForwardReply, ForwardRequest};
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
@@ -14,9 +13,4 @@ libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
         assert_eq!(ForwardRequest::decode(&encoded).encode(), encoded);
     }
     let _ = ForwardReply::decode(bytes);
-    if let Ok(call) = PeerCall::decode(bytes) {
-        let encoded = call.encode();
-        assert_eq!(PeerCall::decode(&encoded).map(|again| again.encode()), Ok(encoded));
-    }
-    let _ = PeerAnswer::decode(bytes);
 });

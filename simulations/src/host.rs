@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::net::{Mailbox, SimTransport};
-use crate::peers::{CLUSTER_PORT, SimPeers, WorkLog};
+use crate::peers::{CLUSTER_PORT, SimLinks, SimPeers, WorkLog};
 use crate::scenario::{NodeSpec, Workload};
 use crate::store::SimJobStore;
 use crate::trace::TraceLog;
@@ -83,6 +83,8 @@ pub(crate) struct HostSetup {
     pub(crate) peers: Vec<String>,
     pub(crate) data_dir: PathBuf,
     pub(crate) gossip_interval: Duration,
+    /// Run ractor_cluster links (the scenario's `links`).
+    pub(crate) links: bool,
     pub(crate) seed: u64,
     pub(crate) starts: Arc<AtomicU64>,
     pub(crate) mailbox: Mailbox,
@@ -126,6 +128,7 @@ impl HostSetup {
         let base = mix(self.seed ^ mix(self.spec.name.bytes().fold(start, |h, b| mix(h ^ u64::from(b)))));
         let draws = Arc::new(AtomicU64::new(0));
         let spec = self.spec.clone();
+        let (name, trace, work) = (self.spec.name.clone(), self.trace.clone(), self.work.clone());
         NodeEnv {
             clock: Arc::new(SimClock),
             rng: Arc::new(move || StdRng::seed_from_u64(mix(base ^ draws.fetch_add(1, Ordering::SeqCst)))),
@@ -135,12 +138,14 @@ impl HostSetup {
                 host_ip,
             }),
             probe: Arc::new(move || Box::new(SimProbe { spec: spec.clone() }) as Box<dyn HardwareProbe>),
-            cluster_links: false,
-            peers: Arc::new(SimPeers {
-                name: self.spec.name.clone(),
-                trace: self.trace.clone(),
-                work: self.work.clone(),
+            links: self.links.then(|| {
+                Arc::new(SimLinks { name: self.spec.name.clone(), trace: self.trace.clone() })
+                    as Arc<dyn gpumesh_actors::link_net::LinkNet>
             }),
+            peer_layer: Some(Arc::new(move |inner| {
+                Arc::new(SimPeers { inner, name: name.clone(), trace: trace.clone(), work: work.clone() })
+                    as Arc<dyn gpumesh_actors::forward::peers::PeerNet>
+            })),
             gpu_faults: self.gpu.clone(),
             job_storage: JobStorage::Simulated {
                 store: Arc::new(self.store.clone()),
@@ -177,7 +182,6 @@ impl HostSetup {
             max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
             cluster_tls: None,
         };
-        let server = tokio::spawn(crate::peers::serve(self.spec.name.clone()));
         let env = self.env(ip);
         let client_rng = env.fork_rng();
         let node = Arc::new(start_node(config, env).await?);
@@ -201,7 +205,6 @@ impl HostSetup {
         }
         std::future::pending::<()>().await;
         drop(node);
-        server.abort();
         Ok(())
     }
 }

@@ -1,24 +1,30 @@
-//! Node-to-node calls over turmoil's simulated TCP.
+//! Node-to-node links over turmoil's simulated TCP.
 //!
-//! The simulator replaces only the network under the forward endpoints: a
-//! call's bytes travel over a simulated TCP connection, so partitions, loss
-//! and latency apply to them, and the target host hands them to its node's
-//! real forward actor.
+//! The nodes run ractor_cluster as in production: node servers, the cookie
+//! handshake, remote actors and RPCs to each other's forward endpoints. The
+//! simulator replaces only the byte streams under them ([`SimLinks`]), so
+//! partitions, pauses and latency apply to links, and records each call a
+//! node makes to another ([`SimPeers`]) for the trace and the routing checks.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gpumesh_actors::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet, deliver, local_endpoint};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use gpumesh_actors::ClusterTls;
+use gpumesh_actors::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
+use gpumesh_actors::link_net::LinkNet;
+use ractor::ActorRef;
+use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
 
 use crate::trace::TraceLog;
 
 pub(crate) const CLUSTER_PORT: u16 = 7947;
-/// Largest frame accepted (a batch of tensors).
-const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
-/// Longest a host waits for its node's endpoint to answer a call.
-const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a dial waits for the simulated TCP connection.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before binding again when a restarted links actor finds its
+/// predecessor's listener still bound.
+const REBIND_PAUSE: Duration = Duration::from_millis(10);
 
 /// One inference sent to another node, for the routing checks.
 #[derive(Clone, Debug)]
@@ -31,8 +37,72 @@ pub(crate) struct SentWork {
 /// Every inference sent between nodes, in order.
 pub(crate) type WorkLog = Arc<Mutex<Vec<SentWork>>>;
 
-/// The peer network of one simulated node.
+/// A simulated TCP connection carrying one ractor_cluster session.
+struct SimStream(turmoil::net::TcpStream);
+
+impl ClusterBidiStream for SimStream {
+    fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
+        let (read, write) = self.0.into_split();
+        (Box::new(read), Box::new(write))
+    }
+}
+
+/// The network under one simulated node's ractor_cluster links.
+pub(crate) struct SimLinks {
+    pub(crate) name: String,
+    pub(crate) trace: TraceLog,
+}
+
+#[async_trait]
+impl LinkNet for SimLinks {
+    /// The node server's own (real) listener stays on loopback, unused: links
+    /// arrive through [`LinkNet::accept`].
+    fn server_addr(&self, _configured: SocketAddr) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+    }
+
+    fn accept(&self, server: ActorRef<NodeServerMessage>, listen: SocketAddr) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(async move {
+            let listener = loop {
+                match turmoil::net::TcpListener::bind(("0.0.0.0", listen.port())).await {
+                    Ok(listener) => break listener,
+                    Err(_) => tokio::time::sleep(REBIND_PAUSE).await,
+                }
+            };
+            while let Ok((stream, _)) = listener.accept().await {
+                let opened = NodeServerMessage::ConnectionOpenedExternal {
+                    stream: Box::new(SimStream(stream)),
+                    is_server: true,
+                };
+                if server.cast(opened).is_err() {
+                    break;
+                }
+            }
+        }))
+    }
+
+    async fn dial(
+        &self,
+        server: &ActorRef<NodeServerMessage>,
+        addr: SocketAddr,
+        _tls: Option<ClusterTls>,
+    ) -> Result<(), String> {
+        self.trace.record(format_args!("link {} -> {addr} dial", self.name));
+        let stream = match tokio::time::timeout(DIAL_TIMEOUT, turmoil::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("timed out".into()),
+        };
+        ractor_cluster::client_connect_external(server, Box::new(SimStream(stream)))
+            .await
+            .map_err(|error| format!("{error:?}"))
+    }
+}
+
+/// One simulated node's calls to other nodes: recorded, then made over
+/// ractor_cluster like any node's.
 pub(crate) struct SimPeers {
+    pub(crate) inner: Arc<dyn PeerNet>,
     pub(crate) name: String,
     pub(crate) trace: TraceLog,
     pub(crate) work: WorkLog,
@@ -48,25 +118,6 @@ fn kind(call: &PeerCall) -> &'static str {
     }
 }
 
-async fn write_frame(stream: &mut turmoil::net::TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    let length = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("frame too large"))?;
-    stream.write_all(&length.to_le_bytes()).await?;
-    stream.write_all(bytes).await?;
-    stream.flush().await
-}
-
-async fn read_frame(stream: &mut turmoil::net::TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length).await?;
-    let length = u32::from_le_bytes(length) as usize;
-    if length > MAX_FRAME_BYTES {
-        return Err(std::io::Error::other("frame too large"));
-    }
-    let mut bytes = vec![0u8; length];
-    stream.read_exact(&mut bytes).await?;
-    Ok(bytes)
-}
-
 #[async_trait]
 impl PeerNet for SimPeers {
     async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError> {
@@ -77,35 +128,6 @@ impl PeerNet for SimPeers {
             let sent = SentWork { at_ms, from: self.name.clone(), to: target.to_string() };
             self.work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sent);
         }
-        let exchange = async {
-            let mut stream = turmoil::net::TcpStream::connect((target, CLUSTER_PORT))
-                .await
-                .map_err(|_| PeerError::NoLink(target.to_string()))?;
-            let failed = |_| PeerError::Failed(target.to_string());
-            write_frame(&mut stream, &call.encode()).await.map_err(failed)?;
-            let bytes = read_frame(&mut stream).await.map_err(failed)?;
-            PeerAnswer::decode(&bytes).map_err(|_| PeerError::Failed(target.to_string()))
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(answer) => answer,
-            Err(_) => Err(PeerError::Timeout { node: target.to_string(), timeout_ms: timeout.as_millis() }),
-        }
-    }
-}
-
-/// Accepts calls for `node` and hands each to its forward actor: the newest
-/// local member of its group (a crashed host's actor may linger there).
-pub(crate) async fn serve(node: String) -> std::io::Result<()> {
-    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", CLUSTER_PORT)).await?;
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let node = node.clone();
-        tokio::spawn(async move {
-            let Ok(bytes) = read_frame(&mut stream).await else { return };
-            let Ok(call) = PeerCall::decode(&bytes) else { return };
-            let Some(endpoint) = local_endpoint(&node) else { return };
-            let Ok(answer) = deliver(&endpoint, &node, call, SERVE_TIMEOUT).await else { return };
-            let _ = write_frame(&mut stream, &answer.encode()).await;
-        });
+        self.inner.call(target, call, timeout).await
     }
 }

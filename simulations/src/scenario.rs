@@ -32,6 +32,10 @@ pub(crate) struct Scenario {
     /// Routing policies to compare on the same seed; empty: the default (eta).
     #[serde(default)]
     pub(crate) policies: Vec<String>,
+    /// Link every pair of nodes with ractor_cluster, as production does.
+    /// `false` runs membership only; see the README on large clusters.
+    #[serde(default = "default_links")]
+    pub(crate) links: bool,
 }
 
 /// Clients attached to every node that serves no one else's clients: each
@@ -65,6 +69,10 @@ fn default_gossip_interval_ms() -> u64 {
 
 fn default_tick_ms() -> u64 {
     1
+}
+
+fn default_links() -> bool {
+    true
 }
 
 /// Limits a run must stay within to pass.
@@ -331,6 +339,9 @@ impl Scenario {
         }
         if self.nodes.is_empty() {
             bail!("a scenario needs at least one node");
+        }
+        if !self.links && self.workload.is_some() {
+            bail!("a workload needs links between the nodes: remove `links = false` or the [workload]");
         }
         if self.tick_ms == 0 || self.tick_ms * 10 > self.gossip_interval_ms {
             bail!("tick_ms must be at least 1 and at most a tenth of gossip_interval_ms");

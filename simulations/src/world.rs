@@ -51,6 +51,8 @@ struct Observer {
     last: Arc<ClusterView>,
 }
 
+/// Simulated TCP segments a socket (or a listener's backlog) holds, per node.
+const TCP_CAPACITY_PER_NODE: usize = 64;
 /// Simulated disk latency of one flush.
 const FLUSH_LATENCY: Duration = Duration::from_millis(5);
 /// How often the job invariants are checked, in simulated ms.
@@ -70,6 +72,10 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         .rng_seed(options.seed)
         .min_message_latency(Duration::ZERO)
         .max_message_latency(DEFAULT_MAX_LATENCY)
+        // Every node dials every other at start: room for all their handshakes.
+        .tcp_capacity(TCP_CAPACITY_PER_NODE * scenario.nodes.len().max(1))
+        // ractor_cluster's node servers bind a (real, unused) listener.
+        .enable_tokio_io()
         .build();
     let names: Vec<String> = scenario.nodes.iter().map(|node| node.name.clone()).collect();
     let stores: BTreeMap<String, SimJobStore> =
@@ -93,6 +99,7 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
             peers: names.iter().filter(|name| **name != spec.name).cloned().collect(),
             data_dir: data.path().join(&spec.name),
             gossip_interval: Duration::from_millis(scenario.gossip_interval_ms),
+            links: scenario.links,
             seed: options.seed,
             starts: Arc::new(AtomicU64::new(0)),
             mailbox: mailbox.clone(),

@@ -3,12 +3,14 @@
 //! - `wire`: the bytes of a forwarded request and its reply (pure).
 //! - `peers`: how calls reach other nodes' endpoints (the network seam).
 //! - the forward actor: each node's endpoint for requests forwarded to it,
-//!   found by peers through a process group named after the node.
+//!   found by peers by its name among the remote actors their link to the
+//!   node knows.
 
 pub mod peers;
 pub mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -20,6 +22,23 @@ pub use wire::{ForwardReply, ForwardRequest};
 /// The process group of `node`'s forward endpoint.
 pub fn group_of(node: &str) -> String {
     format!("gpumesh.forward.{node}")
+}
+
+/// A fresh name for `node`'s forward endpoint. ractor_cluster tells linked
+/// peers each remote actor's name: that is how a peer finds the endpoint
+/// among the actors its link knows. The counter keeps names unique in a
+/// process that runs several nodes (the simulator), where a crashed node's
+/// actor keeps its name.
+pub(crate) fn endpoint_name(node: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}#{}", group_of(node), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether `name` is one of `node`'s endpoint names.
+pub(crate) fn is_endpoint_of(name: &str, node: &str) -> bool {
+    name.strip_prefix(group_of(node).as_str())
+        .and_then(|rest| rest.strip_prefix('#'))
+        .is_some_and(|number| number.parse::<u64>().is_ok())
 }
 
 /// Messages other nodes send to this node's forward endpoint.

@@ -1,18 +1,20 @@
-//! How a node reaches other nodes' forward endpoints: the [`PeerNet`] seam.
-//!
-//! In production, [`ClusterPeers`] calls the endpoint over ractor_cluster
-//! (found through the per-node process group). The simulator replaces only
-//! the network: its implementation carries the same calls over simulated TCP
-//! and hands them to the target's real forward actor with [`deliver`].
+//! How a node reaches other nodes' forward endpoints: [`ClusterPeers`]
+//! calls them over ractor_cluster links, in production and in the
+//! simulator alike (whose network sits under the links, see `link_net`).
+//! [`PeerNet`] is what the router calls; the simulator wraps it
+//! ([`PeerLayer`]) to record each call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::forward::{ForwardMsg, ForwardReply, ForwardRequest, group_of};
+use crate::forward::{ForwardMsg, ForwardReply, ForwardRequest, is_endpoint_of};
+use crate::links::LinkedPeers;
 
 /// Longest wait for a linked peer's forward endpoint to appear.
 const ENDPOINT_WAIT: Duration = Duration::from_millis(500);
@@ -63,9 +65,12 @@ pub trait PeerNet: Send + Sync {
     async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError>;
 }
 
-/// Hands `call` to a forward endpoint (a local actor, or ractor_cluster's
-/// proxy of a remote one) and waits for the answer.
-pub async fn deliver(
+/// Wraps the node's peer network (the simulator records calls with it).
+pub type PeerLayer = Arc<dyn Fn(Arc<dyn PeerNet>) -> Arc<dyn PeerNet> + Send + Sync>;
+
+/// Hands `call` to ractor_cluster's proxy of a remote forward endpoint and
+/// waits for the answer.
+async fn deliver(
     endpoint: &ActorRef<ForwardMsg>,
     node: &str,
     call: PeerCall,
@@ -105,33 +110,36 @@ impl Rpc<'_> {
     }
 }
 
-/// This process's running endpoint of `node`: the newest local member of
-/// its group. The simulator, whose nodes share one process, delivers calls
-/// to it (a crashed host's actor may linger in the group).
-pub fn local_endpoint(node: &str) -> Option<ActorRef<ForwardMsg>> {
-    let newest = ractor::pg::get_members(&group_of(node))
-        .into_iter()
-        .filter(|cell| cell.get_id().is_local())
-        .max_by_key(|cell| cell.get_id().pid())?;
-    Some(newest.into())
+/// Peers over ractor_cluster: `target`'s endpoint is the remote actor of
+/// that name among those its link knows.
+pub struct ClusterPeers {
+    links: watch::Receiver<Arc<LinkedPeers>>,
 }
 
-/// Peers over ractor_cluster: each node's endpoint is the non-local member
-/// of its process group.
-pub struct ClusterPeers;
-
 impl ClusterPeers {
-    fn endpoint_now(target: &str) -> Option<ActorRef<ForwardMsg>> {
-        let cell = ractor::pg::get_members(&group_of(target)).into_iter().find(|cell| !cell.get_id().is_local())?;
-        Some(cell.into())
+    pub(crate) fn new(links: watch::Receiver<Arc<LinkedPeers>>) -> Self {
+        Self { links }
     }
 
-    /// `target`'s endpoint. Process groups sync just after a link comes
-    /// up, so a freshly linked peer gets a short, bounded wait.
-    async fn endpoint(target: &str) -> Option<ActorRef<ForwardMsg>> {
+    /// The newest endpoint of `target` its link carries. Only this node's
+    /// own link to `target` is looked at, so a call takes no detour through
+    /// another node, even where several nodes share one process.
+    fn endpoint_now(&self, target: &str) -> Option<ActorRef<ForwardMsg>> {
+        let session = self.links.borrow().get(target).cloned()?;
+        let newest = session
+            .get_children()
+            .into_iter()
+            .filter(|cell| cell.get_name().is_some_and(|name| is_endpoint_of(&name, target)))
+            .max_by_key(|cell| cell.get_id().pid())?;
+        Some(newest.into())
+    }
+
+    /// `target`'s endpoint. A link learns the peer's actors just after it
+    /// comes up, so a freshly linked peer gets a short, bounded wait.
+    async fn endpoint(&self, target: &str) -> Option<ActorRef<ForwardMsg>> {
         let deadline = Instant::now() + ENDPOINT_WAIT;
         loop {
-            if let Some(endpoint) = Self::endpoint_now(target) {
+            if let Some(endpoint) = self.endpoint_now(target) {
                 return Some(endpoint);
             }
             if Instant::now() >= deadline {
@@ -147,136 +155,10 @@ impl PeerNet for ClusterPeers {
     async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError> {
         let endpoint = match &call {
             // Releasing is best effort: no waiting for a link.
-            PeerCall::ReleaseResult(_) => Self::endpoint_now(target),
-            _ => Self::endpoint(target).await,
+            PeerCall::ReleaseResult(_) => self.endpoint_now(target),
+            _ => self.endpoint(target).await,
         };
         let Some(endpoint) = endpoint else { return Err(PeerError::NoLink(target.to_string())) };
         deliver(&endpoint, target, call, timeout).await
-    }
-}
-
-const CALL_MAGIC: &[u8; 4] = b"GMP1";
-
-/// Appends a call or answer whose body is text: its kind, then the text's bytes.
-fn push_text(bytes: &mut Vec<u8>, tag: u8, text: &str) {
-    bytes.push(tag);
-    bytes.extend(text.as_bytes());
-}
-
-impl PeerCall {
-    /// The call's bytes, for networks that carry bytes (the simulator's).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = CALL_MAGIC.to_vec();
-        match self {
-            PeerCall::Infer(request) => {
-                bytes.push(0);
-                bytes.extend(request.encode());
-            }
-            PeerCall::Metadata(text) => push_text(&mut bytes, 1, text),
-            PeerCall::JobStatus(text) => push_text(&mut bytes, 2, text),
-            PeerCall::HeldResult(text) => push_text(&mut bytes, 3, text),
-            PeerCall::ReleaseResult(text) => push_text(&mut bytes, 4, text),
-        }
-        bytes
-    }
-
-    /// Decodes call bytes; never panics.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let rest = bytes.strip_prefix(CALL_MAGIC).ok_or("not a gpumesh peer call")?;
-        let (&tag, body) = rest.split_first().ok_or("a peer call without a kind")?;
-        let text = || String::from_utf8(body.to_vec()).map_err(|_| "a peer call's text is not UTF-8".to_string());
-        match tag {
-            0 => match ForwardRequest::decode(body) {
-                ForwardRequest::Invalid(reason) => Err(reason),
-                valid => Ok(PeerCall::Infer(valid)),
-            },
-            1 => Ok(PeerCall::Metadata(text()?)),
-            2 => Ok(PeerCall::JobStatus(text()?)),
-            3 => Ok(PeerCall::HeldResult(text()?)),
-            4 => Ok(PeerCall::ReleaseResult(text()?)),
-            other => Err(format!("unknown peer call kind {other}")),
-        }
-    }
-}
-
-impl PeerAnswer {
-    /// The answer's bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = CALL_MAGIC.to_vec();
-        match self {
-            PeerAnswer::Infer(reply) => {
-                bytes.push(0);
-                bytes.extend(reply.encode());
-            }
-            PeerAnswer::Text(text) => push_text(&mut bytes, 1, text),
-            PeerAnswer::Bytes(data) => {
-                bytes.push(2);
-                bytes.extend(data);
-            }
-            PeerAnswer::Done => bytes.push(3),
-        }
-        bytes
-    }
-
-    /// Decodes answer bytes; never panics.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let rest = bytes.strip_prefix(CALL_MAGIC).ok_or("not a gpumesh peer answer")?;
-        let (&tag, body) = rest.split_first().ok_or("a peer answer without a kind")?;
-        match tag {
-            0 => Ok(PeerAnswer::Infer(ForwardReply::decode(body))),
-            1 => String::from_utf8(body.to_vec()).map(PeerAnswer::Text).map_err(|_| "answer text is not UTF-8".into()),
-            2 => Ok(PeerAnswer::Bytes(body.to_vec())),
-            3 if body.is_empty() => Ok(PeerAnswer::Done),
-            other => Err(format!("unknown peer answer kind {other}")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    #[test]
-    fn peer_calls_and_answers_round_trip() {
-        let calls = [
-            PeerCall::Infer(ForwardRequest::Valid {
-                model: "m".into(),
-                route: vec!["a".into()],
-                job: Some("a.1-2".into()),
-                request: crate::executor::InferRequest { inputs: Vec::new(), outputs: Vec::new(), priority: 5 },
-            }),
-            PeerCall::Metadata("tiny".into()),
-            PeerCall::JobStatus("n1.1-2".into()),
-            PeerCall::HeldResult("n1.1-3".into()),
-            PeerCall::ReleaseResult("n1.1-4".into()),
-        ];
-        for call in calls {
-            assert_eq!(PeerCall::decode(&call.encode()), Ok(call));
-        }
-        let answers = [
-            PeerAnswer::Infer(ForwardReply::Refused(crate::executor::InferError::BadRequest("shape".into()))),
-            PeerAnswer::Text("{}".into()),
-            PeerAnswer::Bytes(vec![0, 1, 2]),
-            PeerAnswer::Done,
-        ];
-        for answer in answers {
-            assert_eq!(PeerAnswer::decode(&answer.encode()), Ok(answer));
-        }
-        assert!(PeerCall::decode(b"GMP1\x09").is_err());
-        assert!(PeerAnswer::decode(b"nope").is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = PeerCall::decode(&bytes);
-            let _ = PeerAnswer::decode(&bytes);
-            let mut prefixed = CALL_MAGIC.to_vec();
-            prefixed.extend(&bytes);
-            let _ = PeerCall::decode(&prefixed);
-            let _ = PeerAnswer::decode(&prefixed);
-        }
     }
 }
