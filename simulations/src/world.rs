@@ -65,7 +65,8 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
     let mailbox = Mailbox::new(options.seed);
     let work = WorkLog::default();
     let ledger = Ledger::default();
-    let mut sim = turmoil::Builder::new()
+    let mut sim_builder = turmoil::Builder::new();
+    sim_builder
         .simulation_duration(Duration::from_millis(scenario.duration_ms + 60_000))
         .tick_duration(Duration::from_millis(scenario.tick_ms))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
@@ -73,10 +74,12 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         .min_message_latency(Duration::ZERO)
         .max_message_latency(DEFAULT_MAX_LATENCY)
         // Every node dials every other at start: room for all their handshakes.
-        .tcp_capacity(TCP_CAPACITY_PER_NODE * scenario.nodes.len().max(1))
+        .tcp_capacity(TCP_CAPACITY_PER_NODE * scenario.nodes.len().max(1));
+    if scenario.links {
         // ractor_cluster's node servers bind a (real, unused) listener.
-        .enable_tokio_io()
-        .build();
+        sim_builder.enable_tokio_io();
+    }
+    let mut sim = sim_builder.build();
     let names: Vec<String> = scenario.nodes.iter().map(|node| node.name.clone()).collect();
     let stores: BTreeMap<String, SimJobStore> =
         names.iter().map(|name| (name.clone(), SimJobStore::default())).collect();
