@@ -28,7 +28,8 @@ pub(crate) struct JobChecker {
 }
 
 impl JobChecker {
-    /// Compares every job whose disk copy changed with what was seen before.
+    /// Compares every job version flushed to disk since the last call with
+    /// what was seen before: called after every step, it sees every flush.
     pub(crate) fn observe(&mut self, stores: &BTreeMap<String, SimJobStore>) {
         for job in stores.values().flat_map(SimJobStore::flushed_jobs) {
             if !is_monotone(&job.history) {

@@ -75,8 +75,9 @@ struct Tables {
     jobs: Layered<JobRecord>,
     idem: Layered<String>,
     held: Layered<(u64, Vec<u8>)>,
-    /// Jobs flushed since the checker last looked.
-    flushed: std::collections::BTreeSet<String>,
+    /// Every version of a job a flush made durable since the checker last
+    /// looked, in flush order.
+    flushed: Vec<JobRecord>,
 }
 
 /// One node's job store in simulation; it outlives the node's crashes.
@@ -106,11 +107,9 @@ impl SimJobStore {
         self.tables().jobs.durable.values().cloned().collect()
     }
 
-    /// Jobs whose disk copy changed since the last call, as they are on disk.
+    /// Every job version flushed to disk since the last call, in order.
     pub(crate) fn flushed_jobs(&self) -> Vec<JobRecord> {
-        let mut tables = self.tables();
-        let ids = std::mem::take(&mut tables.flushed);
-        ids.iter().filter_map(|id| tables.jobs.durable.get(id).cloned()).collect()
+        std::mem::take(&mut self.tables().flushed)
     }
 }
 
@@ -225,7 +224,8 @@ impl JobStore for SimJobStore {
     fn flush(&self) -> gpumesh_storage::Result<()> {
         let mut tables = self.tables();
         let touched = tables.jobs.flush();
-        tables.flushed.extend(touched);
+        let versions: Vec<JobRecord> = touched.iter().filter_map(|id| tables.jobs.durable.get(id).cloned()).collect();
+        tables.flushed.extend(versions);
         tables.idem.flush();
         tables.held.flush();
         Ok(())

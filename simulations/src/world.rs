@@ -55,8 +55,6 @@ struct Observer {
 const TCP_CAPACITY_PER_NODE: usize = 64;
 /// Simulated disk latency of one flush.
 const FLUSH_LATENCY: Duration = Duration::from_millis(5);
-/// How often the job invariants are checked, in simulated ms.
-const JOB_CHECK_EVERY_MS: u64 = 50;
 
 /// Runs `scenario` to its end, recording events in `trace`.
 pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) -> anyhow::Result<RunOutput> {
@@ -140,7 +138,6 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
     let mut downtimes: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
     let mut wiped = std::collections::BTreeSet::new();
     let mut now_ms = 0;
-    let mut next_job_check = 0;
     while now_ms < scenario.duration_ms {
         while let Some(fault) = faults.next_if(|fault| fault.at_ms <= now_ms) {
             trace.record_at(now_ms, format_args!("fault {:?}", fault.action));
@@ -169,10 +166,7 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         now_ms = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
         observe(&registry, &mut observers, &mut checker, trace, now_ms);
         checker.evaluate(now_ms);
-        if now_ms >= next_job_check {
-            jobs.observe(&stores);
-            next_job_check = now_ms + JOB_CHECK_EVERY_MS;
-        }
+        jobs.observe(&stores);
     }
     checker.finish();
     let deadline_unix_ms = EPOCH_SECS * 1000 + calm_from + scenario.bounds.jobs_ms;
