@@ -112,6 +112,7 @@ every_scenario! {
     lossy_network_passes => "lossy-network.toml",
     gpu_faults_passes => "gpu-faults.toml",
     mixed_policies_passes => "mixed-policies.toml",
+    five_nodes_passes => "five-nodes.toml",
     hundred_nodes_passes => "hundred-nodes.toml",
 }
 

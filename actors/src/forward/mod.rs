@@ -1,7 +1,7 @@
 //! Forwarding inference between nodes over ractor_cluster.
 //!
 //! - `wire`: the bytes of a forwarded request and its reply (pure).
-//! - `peers`: how calls reach other nodes' endpoints (the network seam).
+//! - `peers`: how calls reach other nodes' endpoints over ractor_cluster.
 //! - the forward actor: each node's endpoint for requests forwarded to it,
 //!   found by peers by its name among the remote actors their link to the
 //!   node knows.
@@ -163,4 +163,20 @@ async fn serve(args: &ForwardArgs, request: ForwardRequest) -> ForwardReply {
         tracing::warn!(job = %job, %error, "could not keep a job result until its owner has it");
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{endpoint_name, is_endpoint_of};
+
+    #[test]
+    fn endpoint_names_are_fresh_and_name_only_their_node() {
+        let (first, second) = (endpoint_name("n1"), endpoint_name("n1"));
+        assert_ne!(first, second, "a restarted endpoint needs a name of its own");
+        assert!(is_endpoint_of(&first, "n1") && is_endpoint_of(&second, "n1"));
+        assert!(!is_endpoint_of(&first, "n"), "n1's endpoint is not n's");
+        assert!(!is_endpoint_of(&endpoint_name("n10"), "n1"), "n10's endpoint is not n1's");
+        assert!(!is_endpoint_of("gpumesh.forward.n1", "n1"));
+        assert!(!is_endpoint_of("gpumesh.forward.n1#x", "n1"));
+    }
 }
