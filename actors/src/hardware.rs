@@ -69,6 +69,7 @@ impl SystemProbe {
                     name: device.name().unwrap_or_else(|_| "unknown gpu".into()),
                     memory_total_mb: memory.as_ref().map_or(0, |m| m.total / BYTES_PER_MB),
                     memory_free_mb: memory.as_ref().map_or(0, |m| m.free / BYTES_PER_MB),
+                    memory_reserved_mb: memory.as_ref().map_or(0, |m| m.reserved / BYTES_PER_MB),
                     utilization_pct: device.utilization_rates().map_or(0, |u| u.gpu),
                     temperature_c: device.temperature(TemperatureSensor::Gpu).unwrap_or(0),
                     power_w: device.power_usage().map_or(0, |milliwatts| milliwatts / 1000),

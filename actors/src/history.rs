@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use gpumesh_membership::{ClusterView, Member};
+use gpumesh_membership::{ClusterView, GpuStats, Member};
 use gpumesh_storage::{HistorySample, NodeSample};
 
 /// How long the history keeps samples: the page charts the last 10 minutes.
@@ -51,7 +51,7 @@ impl Sampler {
             p50_ms: worst(|m| m.p50_ms),
             p99_ms: worst(|m| m.p99_ms),
             gpu_utilization_pct,
-            vram_used_mb: gpus.iter().map(|g| g.memory_total_mb.saturating_sub(g.memory_free_mb)).sum(),
+            vram_used_mb: gpus.iter().map(GpuStats::memory_used_mb).sum(),
             vram_total_mb: gpus.iter().map(|g| g.memory_total_mb).sum(),
             queue_depth: load.map_or(0, |l| l.queue_depth),
             inflight: load.map_or(0, |l| l.inflight),
@@ -85,7 +85,7 @@ pub(crate) fn spawn_sampler(
 
 #[cfg(test)]
 mod tests {
-    use gpumesh_membership::{GpuStats, LoadSummary, MemberStatus, ModelLoad};
+    use gpumesh_membership::{LoadSummary, MemberStatus, ModelLoad};
 
     use super::*;
 

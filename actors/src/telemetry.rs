@@ -225,7 +225,7 @@ impl NodeCollector {
         let per_gpu = |f: fn(&gpumesh_membership::GpuStats) -> f64| gpus.iter().map(move |g| (labels(g), f(g)));
         let bytes = Some(&Unit::Bytes);
         gauge(encoder, "gpu_memory_total", "GPU memory", bytes, per_gpu(|g| g.memory_total_mb as f64 * MB))?;
-        let used = |g: &gpumesh_membership::GpuStats| g.memory_total_mb.saturating_sub(g.memory_free_mb) as f64 * MB;
+        let used = |g: &gpumesh_membership::GpuStats| g.memory_used_mb() as f64 * MB;
         gauge(encoder, "gpu_memory_used", "GPU memory in use", bytes, per_gpu(used))?;
         let utilization = |g: &gpumesh_membership::GpuStats| f64::from(g.utilization_pct) / 100.0;
         gauge(encoder, "gpu_utilization", "GPU busy time", Some(&Unit::Other("ratio".into())), per_gpu(utilization))?;

@@ -15,13 +15,15 @@ struct SmiGpu {
     name: String,
     total_mb: u64,
     free_mb: u64,
+    used_mb: u64,
     temperature_c: u32,
     power_w: f64,
     utilization_pct: u32,
 }
 
 fn nvidia_smi() -> Vec<SmiGpu> {
-    let query = "--query-gpu=index,name,memory.total,memory.free,temperature.gpu,power.draw,utilization.gpu";
+    let query =
+        "--query-gpu=index,name,memory.total,memory.free,memory.used,temperature.gpu,power.draw,utilization.gpu";
     let output = std::process::Command::new("nvidia-smi")
         .args([query, "--format=csv,noheader,nounits"])
         .output()
@@ -36,9 +38,10 @@ fn nvidia_smi() -> Vec<SmiGpu> {
                 name: fields[1].to_string(),
                 total_mb: fields[2].parse().expect("MiB"),
                 free_mb: fields[3].parse().expect("MiB"),
-                temperature_c: fields[4].parse().expect("degrees"),
-                power_w: fields[5].parse().expect("watts"),
-                utilization_pct: fields[6].parse().expect("percent"),
+                used_mb: fields[4].parse().expect("MiB"),
+                temperature_c: fields[5].parse().expect("degrees"),
+                power_w: fields[6].parse().expect("watts"),
+                utilization_pct: fields[7].parse().expect("percent"),
             }
         })
         .collect();
@@ -54,6 +57,7 @@ fn assert_agrees(ours: &[GpuStats], smi: &[SmiGpu]) {
         println!("probe {gpu:?}\nsmi   {expected:?}");
         assert_eq!((gpu.index, &gpu.name, gpu.memory_total_mb), (expected.index, &expected.name, expected.total_mb));
         assert!(gpu.memory_free_mb.abs_diff(expected.free_mb) <= 256, "free memory {gpu:?} vs {expected:?}");
+        assert!(gpu.memory_used_mb().abs_diff(expected.used_mb) <= 256, "used memory {gpu:?} vs {expected:?}");
         assert!(gpu.temperature_c.abs_diff(expected.temperature_c) <= 3, "temperature {gpu:?} vs {expected:?}");
         assert!((f64::from(gpu.power_w) - expected.power_w).abs() <= 30.0, "power {gpu:?} vs {expected:?}");
         assert!(gpu.utilization_pct <= 100 && expected.utilization_pct <= 100);

@@ -48,9 +48,24 @@ pub struct GpuStats {
     pub name: String,
     pub memory_total_mb: u64,
     pub memory_free_mb: u64,
+    /// Memory the driver keeps for itself: neither free nor used by any
+    /// process (nvidia-smi leaves it out of `memory.used`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_reserved_mb: u64,
     pub utilization_pct: u32,
     pub temperature_c: u32,
     pub power_w: u32,
+}
+
+impl GpuStats {
+    /// Memory in use as nvidia-smi counts it: neither free nor reserved.
+    pub fn memory_used_mb(&self) -> u64 {
+        self.memory_total_mb.saturating_sub(self.memory_free_mb).saturating_sub(self.memory_reserved_mb)
+    }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// The host's CPU and memory.
@@ -80,4 +95,28 @@ pub struct ModelLoad {
     pub p50_ms: Option<f64>,
     #[serde(default)]
     pub p99_ms: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuStats;
+
+    #[test]
+    fn used_gpu_memory_leaves_out_what_the_driver_reserves() {
+        let gpu = GpuStats {
+            memory_total_mb: 81_559,
+            memory_free_mb: 81_079,
+            memory_reserved_mb: 480,
+            ..GpuStats::default()
+        };
+        assert_eq!(gpu.memory_used_mb(), 0, "an idle H100: nvidia-smi says 0 MiB used");
+        let busy = GpuStats { memory_free_mb: 60_000, ..gpu.clone() };
+        assert_eq!(busy.memory_used_mb(), 21_079);
+        // Peers that do not send the field (older nodes, CPU-only probes) still parse.
+        let old = r#"{"index":0,"name":"g","memory_total_mb":10,"memory_free_mb":4,"utilization_pct":0,"temperature_c":0,"power_w":0}"#;
+        let parsed: GpuStats = serde_json::from_str(old).expect("parses");
+        assert_eq!((parsed.memory_reserved_mb, parsed.memory_used_mb()), (0, 6));
+        assert!(!serde_json::to_string(&parsed).expect("json").contains("reserved"), "zero is left out");
+        assert!(serde_json::to_string(&gpu).expect("json").contains("\"memory_reserved_mb\":480"));
+    }
 }

@@ -125,6 +125,7 @@ fn synthetic_member(index: usize, self_name: &str) -> Member {
             name: ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB", "NVIDIA L4", "NVIDIA A10G"][index % 4].into(),
             memory_total_mb: [81_559, 40_960, 23_034, 23_028][index % 4],
             memory_free_mb: 20_000 - (index as u64 * 97) % 15_000,
+            memory_reserved_mb: 480,
             utilization_pct: ((index * 37) % 100) as u32,
             temperature_c: 40 + (index % 40) as u32,
             power_w: 80 + (index * 13 % 300) as u32,

@@ -67,6 +67,7 @@ impl HardwareProbe for SimProbe {
                 name: name.clone(),
                 memory_total_mb: self.spec.vram_mb,
                 memory_free_mb: self.spec.vram_mb.saturating_sub(512),
+                memory_reserved_mb: 0,
                 utilization_pct: 0,
                 temperature_c: 35,
                 power_w: 50,

@@ -90,7 +90,7 @@ window.gpumesh = (() => {
   function vramBar(gpus) {
     if (!gpus.length) return `<span class="muted">–</span>`;
     const total = gpus.reduce((a, g) => a + g.memory_total_mb, 0);
-    const used = gpus.reduce((a, g) => a + g.memory_total_mb - g.memory_free_mb, 0);
+    const used = gpus.reduce((a, g) => a + g.memory_total_mb - g.memory_free_mb - (g.memory_reserved_mb || 0), 0);
     const pct = total ? (100 * used) / total : 0;
     return `<div class="bar" title="${gb(used)} of ${gb(total)} GB"><span style="width:${pct.toFixed(1)}%"></span>` +
       `<em>${gb(used)} / ${gb(total)} GB</em></div>`;
