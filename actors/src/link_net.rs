@@ -7,7 +7,6 @@
 //! handshake, process groups, remote actors, RPCs) is ractor_cluster's own.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use ractor::ActorRef;
@@ -30,7 +29,8 @@ pub trait LinkNet: Send + Sync {
         None
     }
 
-    /// Opens a link from `server` to the node server at `addr`.
+    /// Opens a link from `server` to the node server at `addr`; the links
+    /// actor bounds each dial with its own timeout.
     async fn dial(
         &self,
         server: &ActorRef<NodeServerMessage>,
@@ -51,20 +51,14 @@ impl LinkNet for TcpLinks {
         addr: SocketAddr,
         tls: Option<ClusterTls>,
     ) -> Result<(), String> {
-        let connect = async {
-            match tls {
-                // The peer's certificate must name the address dialed.
-                Some(tls) => {
-                    let peer = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                    ractor_cluster::client_connect_enc(server, addr, tls.connector, peer).await
-                }
-                None => ractor_cluster::client_connect(server, addr).await,
+        let connected = match tls {
+            // The peer's certificate must name the address dialed.
+            Some(tls) => {
+                let peer = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                ractor_cluster::client_connect_enc(server, addr, tls.connector, peer).await
             }
+            None => ractor_cluster::client_connect(server, addr).await,
         };
-        match tokio::time::timeout(Duration::from_millis(crate::links::DIAL_TIMEOUT_MS), connect).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(format!("{error:?}")),
-            Err(_) => Err("timed out".into()),
-        }
+        connected.map_err(|error| format!("{error:?}"))
     }
 }

@@ -23,7 +23,7 @@ use crate::link_plan::{LinkAction, LinkPlanner};
 pub(crate) type LinkedPeers = BTreeMap<String, ActorCell>;
 
 /// Upper bound on one TCP connect to a peer's node server.
-pub(crate) const DIAL_TIMEOUT_MS: u64 = 2_000;
+const DIAL_TIMEOUT_MS: u64 = 2_000;
 /// Upper bound on asking the node server for its sessions.
 const SESSIONS_TIMEOUT_MS: u64 = 1_000;
 
@@ -139,8 +139,10 @@ async fn reconcile(state: &mut LinksState) -> Result<(), ActorProcessingErr> {
     }
     let linked: LinkedPeers = by_name.into_iter().map(|(name, session)| (name, session.get_cell())).collect();
     state.args.connected_tx.send_if_modified(|current| {
-        let changed = !current.keys().eq(linked.keys())
-            || current.values().zip(linked.values()).any(|(old, new)| old.get_id() != new.get_id());
+        let ids = |peers: &LinkedPeers| {
+            peers.iter().map(|(name, session)| (name.clone(), session.get_id())).collect::<Vec<_>>()
+        };
+        let changed = ids(current) != ids(&linked);
         if changed {
             *current = Arc::new(linked);
         }
@@ -163,9 +165,10 @@ fn dial(
     tls: Option<crate::tls::ClusterTls>,
 ) {
     tokio::spawn(async move {
-        match net.dial(&server, addr, tls).await {
-            Ok(()) => tracing::debug!(node = %name, %addr, "link opened"),
-            Err(error) => tracing::debug!(node = %name, %addr, %error, "link dial failed"),
+        match tokio::time::timeout(Duration::from_millis(DIAL_TIMEOUT_MS), net.dial(&server, addr, tls)).await {
+            Ok(Ok(())) => tracing::debug!(node = %name, %addr, "link opened"),
+            Ok(Err(error)) => tracing::debug!(node = %name, %addr, %error, "link dial failed"),
+            Err(_) => tracing::debug!(node = %name, %addr, "link dial timed out"),
         }
     });
 }

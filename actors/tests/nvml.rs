@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use gpumesh_actors::{HardwareProbe, NodeConfig, NodeEnv, NodeHandle, SystemProbe, start_node};
-use gpumesh_membership::{ClusterSecret, GpuStats, MemberStatus};
+use gpumesh_actors::{HardwareProbe, NodeEnv, NodeHandle, SystemProbe, start_node};
+use gpumesh_membership::{GpuStats, MemberStatus};
 use tokio::time::Instant;
+
+mod common;
 
 /// One GPU as `nvidia-smi` reports it.
 #[derive(Debug)]
@@ -71,36 +73,10 @@ fn probe_matches_nvidia_smi() {
     assert_agrees(&sample.gpus, &nvidia_smi());
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 async fn node(name: &str, seeds: Vec<String>, dir: &std::path::Path) -> (NodeHandle, String) {
-    let gossip = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let cluster = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let config = NodeConfig {
-        requested_name: Some(name.into()),
-        data_dir: dir.join(name),
-        http_advertise: "127.0.0.1:1".parse().expect("addr"),
-        gossip_listen: gossip,
-        gossip_advertise: gossip,
-        cluster_listen: cluster,
-        cluster_advertise: cluster,
-        seeds,
-        gossip_interval: Duration::from_millis(100),
-        metrics_interval: Duration::from_millis(200),
-        secret: ClusterSecret::from_bytes([7; 32]),
-        models: Vec::new(),
-        ort_library_candidates: Vec::new(),
-        infer_timeout: Duration::from_secs(5),
-        policy: gpumesh_actors::Policy::Eta,
-        forward_timeout: Duration::from_secs(10),
-        job_retention: gpumesh_storage::jobs::Retention::default(),
-        history_interval: None,
-        max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
-        cluster_tls: None,
-    };
-    (start_node(config, NodeEnv::production()).await.expect("node starts"), gossip.to_string())
+    let config = common::loopback_config(name, dir, seeds);
+    let gossip = config.gossip_advertise.to_string();
+    (start_node(config, NodeEnv::production()).await.expect("node starts"), gossip)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

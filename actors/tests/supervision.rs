@@ -5,8 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gpumesh_actors::{HardwareProbe, HardwareSample, NodeConfig, NodeEnv, start_node};
-use gpumesh_membership::{ClusterSecret, CpuStats};
+use gpumesh_membership::CpuStats;
 use tokio::time::Instant;
+
+mod common;
 
 /// Reports 7 cores, then panics on its second reading (the start-up
 /// hardware check takes only one).
@@ -22,10 +24,6 @@ impl HardwareProbe for FlakyProbe {
     }
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_metrics_actor_is_restarted_with_growing_backoff() {
     let probes_made: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -39,28 +37,10 @@ async fn crashed_metrics_actor_is_restarted_with_growing_backoff() {
         ..NodeEnv::production()
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let gossip = format!("127.0.0.1:{}", free_udp_port()).parse().expect("addr");
     let config = NodeConfig {
-        requested_name: Some("solo".into()),
-        data_dir: dir.path().to_path_buf(),
-        http_advertise: "127.0.0.1:1".parse().expect("addr"),
-        gossip_listen: gossip,
-        gossip_advertise: gossip,
-        cluster_listen: "127.0.0.1:1".parse().expect("addr"),
-        cluster_advertise: "127.0.0.1:1".parse().expect("addr"),
-        seeds: Vec::new(),
         gossip_interval: Duration::from_millis(50),
         metrics_interval: Duration::from_millis(20),
-        secret: ClusterSecret::from_bytes([3; 32]),
-        models: Vec::new(),
-        ort_library_candidates: Vec::new(),
-        infer_timeout: Duration::from_secs(5),
-        policy: gpumesh_actors::Policy::Eta,
-        forward_timeout: Duration::from_secs(10),
-        job_retention: gpumesh_storage::jobs::Retention::default(),
-        history_interval: None,
-        max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
-        cluster_tls: None,
+        ..common::loopback_config("solo", dir.path(), Vec::new())
     };
     let node = start_node(config, env).await.expect("node starts");
     let deadline = Instant::now() + Duration::from_secs(5);

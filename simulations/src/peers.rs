@@ -20,8 +20,6 @@ use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
 use crate::trace::TraceLog;
 
 pub(crate) const CLUSTER_PORT: u16 = 7947;
-/// Longest a dial waits for the simulated TCP connection.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before binding again when a restarted links actor finds its
 /// predecessor's listener still bound.
 const REBIND_PAUSE: Duration = Duration::from_millis(10);
@@ -88,11 +86,7 @@ impl LinkNet for SimLinks {
         _tls: Option<ClusterTls>,
     ) -> Result<(), String> {
         self.trace.record(format_args!("link {} -> {addr} dial", self.name));
-        let stream = match tokio::time::timeout(DIAL_TIMEOUT, turmoil::net::TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(error.to_string()),
-            Err(_) => return Err("timed out".into()),
-        };
+        let stream = turmoil::net::TcpStream::connect(addr).await.map_err(|error| error.to_string())?;
         ractor_cluster::client_connect_external(server, Box::new(SimStream(stream)))
             .await
             .map_err(|error| format!("{error:?}"))

@@ -52,17 +52,21 @@ impl<V: Clone> Layered<V> {
         merged.into_iter().collect()
     }
 
-    /// Makes the pending writes durable; returns the keys they touched.
-    fn flush(&mut self) -> Vec<String> {
-        let mut touched = Vec::with_capacity(self.pending.len());
+    /// Makes the pending writes durable; returns the values written.
+    fn flush(&mut self) -> Vec<V> {
+        let mut written = Vec::with_capacity(self.pending.len());
         for (key, value) in std::mem::take(&mut self.pending) {
             match value {
-                Some(value) => self.durable.insert(key.clone(), value),
-                None => self.durable.remove(&key),
-            };
-            touched.push(key);
+                Some(value) => {
+                    written.push(value.clone());
+                    self.durable.insert(key, value);
+                }
+                None => {
+                    self.durable.remove(&key);
+                }
+            }
         }
-        touched
+        written
     }
 
     fn crash(&mut self) {
@@ -223,9 +227,8 @@ impl JobStore for SimJobStore {
 
     fn flush(&self) -> gpumesh_storage::Result<()> {
         let mut tables = self.tables();
-        let touched = tables.jobs.flush();
-        let versions: Vec<JobRecord> = touched.iter().filter_map(|id| tables.jobs.durable.get(id).cloned()).collect();
-        tables.flushed.extend(versions);
+        let written = tables.jobs.flush();
+        tables.flushed.extend(written);
         tables.idem.flush();
         tables.held.flush();
         Ok(())
