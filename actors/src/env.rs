@@ -3,50 +3,21 @@
 //!
 //! `gpumesh node` uses [`NodeEnv::production`]; the simulator builds one from
 //! simulated parts. Nothing in a node reads the clock, OS randomness or the
-//! network except through this.
+//! network except through this. The clock and randomness seams themselves
+//! are the leaf modules `clock` and `rng`, which every actor may import.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gpumesh_membership::transport::{Transport, UdpTransport};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::time::Instant;
 
+use crate::clock::{Clock, SystemClock};
 use crate::hardware::{HardwareProbe, SystemProbe};
-
-/// Monotonic and wall-clock time.
-pub trait Clock: Send + Sync + 'static {
-    /// Monotonic time. tokio's clock, so simulated and paused runtimes
-    /// control it.
-    fn now(&self) -> Instant;
-    /// Milliseconds since the Unix epoch.
-    fn unix_ms(&self) -> u64;
-}
-
-/// The real clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    #[allow(clippy::disallowed_methods, reason = "the production clock is the one place that reads wall time")]
-    fn unix_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    }
-}
+use crate::rng::RngFactory;
 
 /// Makes hardware probes; a restarted metrics actor gets a fresh one.
 pub type ProbeFactory = Arc<dyn Fn() -> Box<dyn HardwareProbe> + Send + Sync>;
-
-/// Makes random number generators.
-pub type RngFactory = Arc<dyn Fn() -> StdRng + Send + Sync>;
 
 /// Everything a node takes from the outside world.
 #[derive(Clone)]
@@ -84,7 +55,7 @@ impl NodeEnv {
     pub fn production() -> Self {
         Self {
             clock: Arc::new(SystemClock),
-            rng: Arc::new(|| rand::make_rng::<StdRng>()),
+            rng: crate::rng::os_rngs(),
             gossip_transport: Arc::new(UdpTransport),
             probe: Arc::new(|| Box::new(SystemProbe::new()) as Box<dyn HardwareProbe>),
             links: Some(Arc::new(crate::link_net::TcpLinks)),
@@ -96,6 +67,6 @@ impl NodeEnv {
 
     /// A generator seeded from this environment's randomness.
     pub fn fork_rng(&self) -> StdRng {
-        StdRng::from_rng(&mut (self.rng)())
+        crate::rng::fork(&self.rng)
     }
 }

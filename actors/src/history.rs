@@ -63,7 +63,7 @@ impl Sampler {
 pub(crate) fn spawn_sampler(
     history: gpumesh_storage::MetricsHistory,
     view: tokio::sync::watch::Receiver<std::sync::Arc<ClusterView>>,
-    clock: std::sync::Arc<dyn crate::env::Clock>,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
     interval: std::time::Duration,
 ) -> tokio_util::task::AbortOnDropHandle<()> {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {

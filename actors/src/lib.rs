@@ -1,10 +1,23 @@
 //! The actors of a gpumesh node and the one path that starts them.
 //!
 //! Layout:
-//! - `env`: [`NodeEnv`], where time, randomness, the gossip network and
-//!   hardware readings come from (real, or simulated).
-//! - `node`: [`start_node`] and [`NodeHandle`].
-//! - `supervisor`: starts the actors below and restarts them with backoff.
+//! - `clock`, `rng`: the seams time and randomness flow in through (leaf
+//!   modules: they import nothing of this crate, and anything may import
+//!   them).
+//! - `env`: [`NodeEnv`], everything a node takes from the outside world
+//!   (real, or simulated).
+//! - `node`: [`start_node`] and [`NodeHandle`], thin delegators to the
+//!   services below.
+//! - `routing`: the request path. The policies and candidates (pure), the
+//!   retry rules (pure), and the routing service that chooses, runs here or
+//!   forwards, and retries.
+//! - `job_owner`: the job path. The owner protocol's next step (pure), the
+//!   dispatch task that carries it out, and the job service.
+//! - `forward`: each node's endpoint for calls from peers, the wire format
+//!   of forwarded requests (pure), and the typed calls to peers.
+//! - `executor`: one actor per model, ONNX Runtime or synthetic, with
+//!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
+//! - `supervisor`: starts the actors and restarts them with backoff.
 //! - `metrics` + `hardware`: NVML/sysinfo readings published as load.
 //! - `telemetry`: the Prometheus metrics; `history`: samples of the view
 //!   kept for the status page's charts.
@@ -12,23 +25,20 @@
 //! - `links`: the ractor_cluster node server and links to peers; `link_net`:
 //!   the network under them (TCP, or the simulator's); `tls`: optional
 //!   mutual TLS for them.
-//! - `executor`: one actor per model, ONNX Runtime or synthetic, with
-//!   dynamic batching; `registry`: the model registry; `tensor`: tensors.
-//! - `jobs`: the owner side of durable jobs (store, dispatch, resume).
-//! - `routing`: the routing policies and candidates (pure) and the router
-//!   that runs requests here or forwards them; `forward`: the node-to-node
-//!   endpoint and its wire format.
-//! - pure decision modules: `restart` (backoff), `link_plan` (links),
+//! - other pure decision modules: `restart` (backoff), `link_plan` (links),
 //!   `executor::batch` (batching), `executor::validate` (requests).
 //!
-//! Depends on gpumesh-membership and gpumesh-storage.
+//! May depend on gpumesh-membership and gpumesh-storage, no other crate of
+//! the workspace. ractor, ractor_cluster, ort and nvml-wrapper are used only
+//! here.
 
+pub mod clock;
 pub mod env;
 pub mod executor;
 pub mod forward;
 pub mod hardware;
 pub mod history;
-pub mod jobs;
+pub mod job_owner;
 pub mod link_net;
 pub mod link_plan;
 mod links;
@@ -36,6 +46,7 @@ mod metrics;
 mod node;
 pub mod registry;
 pub mod restart;
+pub mod rng;
 pub mod routing;
 mod supervisor;
 pub mod telemetry;
@@ -43,13 +54,16 @@ pub mod tensor;
 mod tls;
 mod view;
 
-pub use env::{Clock, JobStorage, NodeEnv, ProbeFactory, RngFactory, SystemClock};
+pub use clock::{Clock, SystemClock};
+pub use env::{JobStorage, NodeEnv, ProbeFactory};
 pub use executor::{InferError, InferRequest, InferResponse, MetadataDoc, ModelMetadata, ServedModel, TensorMeta};
 pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
+pub use job_owner::JobService;
 pub use node::{NodeConfig, NodeHandle, start_node};
 pub use registry::{DevicePreference, ModelKind, ModelSpec, RegistryError, parse_registry};
+pub use rng::RngFactory;
 pub use routing::policy::{DeviceRequirement, Policy, Requirements};
-pub use routing::router::{DEFAULT_MAX_FORWARD_ATTEMPTS, DecisionRecord, Routed};
+pub use routing::service::{DEFAULT_MAX_FORWARD_ATTEMPTS, DecisionRecord, Routed, RoutingService};
 pub use tensor::{DataType, Tensor, TensorData, TensorError};
 pub use tls::ClusterTls;
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gpumesh_membership::{ClusterView, Member, MemberStatus};
+use gpumesh_membership::{ClusterView, Member};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -47,7 +47,7 @@ pub struct LinkPlanner {
 }
 
 fn wanted(member: &Member) -> Option<SocketAddr> {
-    let linkable = !member.is_self && member.trusted && member.status != MemberStatus::Dead;
+    let linkable = !member.is_self && member.is_trusted_live();
     linkable.then(|| member.info.as_ref().map(|info| info.cluster_addr)).flatten()
 }
 
@@ -88,8 +88,9 @@ impl LinkPlanner {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "a test picks any instant as its start")]
 mod tests {
-    use gpumesh_membership::NodeInfo;
+    use gpumesh_membership::{MemberStatus, NodeInfo};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

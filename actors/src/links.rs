@@ -14,9 +14,10 @@ use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
-use crate::env::{Clock, RngFactory};
+use crate::clock::Clock;
 use crate::link_net::LinkNet;
 use crate::link_plan::{LinkAction, LinkPlanner};
+use crate::rng::RngFactory;
 
 /// This node's open links: each peer's name and the ractor_cluster session
 /// actor that carries it (the remote actors it knows are its children).

@@ -32,8 +32,23 @@ pub enum ModelKind {
     /// An ONNX file run by ONNX Runtime.
     Onnx { path: PathBuf },
     /// Holds each batch for `service_time_ms + rows * service_time_per_item_ms`
-    /// and returns its inputs as outputs.
-    Synthetic { service_time_ms: f64, service_time_per_item_ms: f64 },
+    /// and returns its inputs as outputs. A batch holding an input element
+    /// equal to `panic_on_input` panics (fault injection for tests and
+    /// drills: a panicking batch must fail only its own requests).
+    Synthetic { service_time_ms: f64, service_time_per_item_ms: f64, panic_on_input: Option<f32> },
+}
+
+impl ModelKind {
+    /// The registry's `kind` of ONNX models (the default).
+    pub const ONNX: &'static str = "onnx";
+    /// The registry's `kind` of synthetic models, which is also the
+    /// platform and the device such a model reports.
+    pub const SYNTHETIC: &'static str = "synthetic";
+
+    /// A synthetic model.
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self, Self::Synthetic { .. })
+    }
 }
 
 /// One validated model entry.
@@ -79,6 +94,7 @@ struct Entry {
     min_free_vram_mb: u64,
     service_time_ms: Option<f64>,
     service_time_per_item_ms: Option<f64>,
+    panic_on_input: Option<f32>,
 }
 
 fn default_queue_size() -> usize {
@@ -137,15 +153,16 @@ fn validate(entry: Entry, base_dir: &Path) -> Result<ModelSpec, RegistryError> {
     if !(1..=MAX_QUEUE_SIZE_LIMIT).contains(&entry.max_queue_size) {
         return Err(invalid(name, format!("max_queue_size must be 1 to {MAX_QUEUE_SIZE_LIMIT}")));
     }
-    let kind = match entry.kind.as_deref().unwrap_or("onnx") {
-        "onnx" => {
+    let kind = match entry.kind.as_deref().unwrap_or(ModelKind::ONNX) {
+        ModelKind::ONNX => {
             let path = entry.path.ok_or_else(|| invalid(name, "an onnx model needs path = \"file.onnx\""))?;
-            if entry.service_time_ms.is_some() || entry.service_time_per_item_ms.is_some() {
-                return Err(invalid(name, "service times apply only to kind = \"synthetic\""));
+            let synthetic_only = [entry.service_time_ms.is_some(), entry.service_time_per_item_ms.is_some()];
+            if synthetic_only.contains(&true) || entry.panic_on_input.is_some() {
+                return Err(invalid(name, "service times and panic_on_input apply only to kind = \"synthetic\""));
             }
             ModelKind::Onnx { path: base_dir.join(path) }
         }
-        "synthetic" => {
+        ModelKind::SYNTHETIC => {
             let service_time_ms = entry.service_time_ms.unwrap_or(0.0);
             let service_time_per_item_ms = entry.service_time_per_item_ms.unwrap_or(0.0);
             let valid = |ms: f64| ms.is_finite() && (0.0..=60_000.0).contains(&ms);
@@ -155,7 +172,11 @@ fn validate(entry: Entry, base_dir: &Path) -> Result<ModelSpec, RegistryError> {
             if entry.path.is_some() {
                 return Err(invalid(name, "a synthetic model has no path"));
             }
-            ModelKind::Synthetic { service_time_ms, service_time_per_item_ms }
+            if entry.panic_on_input.is_some_and(|marker| !marker.is_finite()) {
+                return Err(invalid(name, "panic_on_input must be a finite number"));
+            }
+            let panic_on_input = entry.panic_on_input;
+            ModelKind::Synthetic { service_time_ms, service_time_per_item_ms, panic_on_input }
         }
         other => return Err(invalid(name, format!("unknown kind {other:?}: use \"onnx\" or \"synthetic\""))),
     };
@@ -198,7 +219,10 @@ mod tests {
         assert_eq!(specs[0].batch.max_queue_size, DEFAULT_MAX_QUEUE_SIZE);
         assert_eq!(specs[0].device, DevicePreference::Cpu);
         assert!(specs[0].batching());
-        assert_eq!(specs[1].kind, ModelKind::Synthetic { service_time_ms: 5.0, service_time_per_item_ms: 0.5 });
+        assert_eq!(
+            specs[1].kind,
+            ModelKind::Synthetic { service_time_ms: 5.0, service_time_per_item_ms: 0.5, panic_on_input: None }
+        );
         assert!(!specs[1].batching());
     }
 

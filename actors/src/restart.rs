@@ -67,6 +67,7 @@ impl RestartState {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "a test picks any instant as its start")]
 mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rand::rngs::StdRng;
 
-use crate::env::Clock;
+use crate::clock::Clock;
 use crate::executor::{ExecutorActor, ExecutorArgs};
 use crate::forward::{ForwardActor, ForwardArgs};
 use crate::links::{LinksActor, LinksArgs};

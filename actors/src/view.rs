@@ -8,7 +8,7 @@ use gpumesh_membership::{ClusterView, Membership, MembershipEvent, diff_views};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 
-use crate::env::Clock;
+use crate::clock::Clock;
 
 /// Refreshes the typed cluster view.
 pub(crate) struct ViewActor;

@@ -1,6 +1,7 @@
 //! On a GPU machine: the metrics probe reads what `nvidia-smi` reports, and
 //! a node publishes that state to its peers through gossip.
 //! Needs NVIDIA's driver; run with `cargo nextest run --run-ignored only`.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 use std::time::Duration;
 

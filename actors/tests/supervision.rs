@@ -1,5 +1,6 @@
 //! The supervisor restarts a crashed actor with growing delays, and the
 //! node keeps working meanwhile. In-process node on loopback UDP.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

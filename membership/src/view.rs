@@ -74,9 +74,15 @@ pub struct Member {
 }
 
 impl Member {
-    /// Alive or suspect, trusted, and not draining: a node that may take work.
+    /// Trusted (its state verifies) and alive or suspect: a node this one
+    /// links to, asks, and counts. The one trust-and-liveness rule.
+    pub fn is_trusted_live(&self) -> bool {
+        self.trusted && self.status != MemberStatus::Dead
+    }
+
+    /// Trusted, live and not draining: a node that may take new work.
     pub fn is_usable(&self) -> bool {
-        self.status != MemberStatus::Dead && self.trusted && self.info.as_ref().is_some_and(|info| !info.draining)
+        self.is_trusted_live() && self.info.as_ref().is_some_and(|info| !info.draining)
     }
 }
 
@@ -255,4 +261,5 @@ impl Scope<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "a test picks any instant as its start")]
 mod tests;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
+use gpumesh_actors::{Clock as _, SystemClock};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Map;
@@ -129,14 +130,14 @@ async fn closed_loop(
     tally: &Arc<Mutex<Tally>>,
     bar: &ProgressBar,
 ) {
-    let deadline = Instant::now() + args.duration;
+    let deadline = SystemClock.now() + args.duration;
     let workers = (0..args.concurrency.max(1)).map(|worker| {
         let (client, tally, prepared) = (client.clone(), tally.clone(), prepared.clone());
         let nodes = args.node.clone();
         let model = args.model.clone();
         tokio::spawn(async move {
             let mut turn = worker;
-            while Instant::now() < deadline {
+            while SystemClock.now() < deadline {
                 let outcome = send(&client, &nodes[turn % nodes.len()], &model, &prepared).await;
                 tally.lock().await.record(&outcome);
                 turn += 1;
@@ -158,7 +159,7 @@ async fn open_loop(
     tally: &Arc<Mutex<Tally>>,
     bar: &ProgressBar,
 ) {
-    let start = Instant::now();
+    let start = SystemClock.now();
     let deadline = start + args.duration;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let inflight = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_MAX_INFLIGHT));
@@ -195,8 +196,8 @@ async fn open_loop(
 }
 
 async fn watch_progress(deadline: Instant, tally: Arc<Mutex<Tally>>, bar: ProgressBar) {
-    let start = Instant::now();
-    while Instant::now() < deadline {
+    let start = SystemClock.now();
+    while SystemClock.now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let tally = tally.lock().await;
         let done: u64 = tally.statuses.values().sum();
@@ -288,7 +289,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let tally = Arc::new(Mutex::new(Tally::default()));
     let bar = progress(args.duration);
-    let started = Instant::now();
+    let started = SystemClock.now();
     match args.rate {
         Some(rate) => open_loop(&client, &args, rate, &prepared, &tally, &bar).await,
         None => closed_loop(&client, &args, &prepared, &tally, &bar).await,

@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use gpumesh_actors::{DataType, TensorData};
+use gpumesh_actors::{Clock as _, DataType, SystemClock, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::time::Instant;
 
 /// Upper bound on one request from the command-line clients.
 pub(crate) const REQUEST_TIMEOUT_MS: u64 = 60_000;
@@ -181,7 +180,7 @@ pub(crate) async fn send(client: &reqwest::Client, base: &str, model: &str, prep
         }
         None => request.header("Content-Type", "application/json"),
     };
-    let started = Instant::now();
+    let started = SystemClock.now();
     let result = async {
         let response = request.send().await?;
         let status = response.status().as_u16();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use gpumesh_actors::{Clock as _, SystemClock};
 use indicatif::{ProgressBar, ProgressStyle};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -124,7 +125,7 @@ async fn wait_formed(nodes: &mut [DemoNode]) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("forming cluster");
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(FORM_TIMEOUT_MS);
+    let deadline = SystemClock.now() + Duration::from_millis(FORM_TIMEOUT_MS);
     loop {
         let mut formed = 0;
         for node in nodes.iter_mut() {
@@ -142,7 +143,7 @@ async fn wait_formed(nodes: &mut [DemoNode]) -> anyhow::Result<()> {
             bar.finish_with_message("cluster formed");
             return Ok(());
         }
-        if tokio::time::Instant::now() >= deadline {
+        if SystemClock.now() >= deadline {
             bar.abandon();
             bail!(
                 "the nodes did not all see each other within {} s; see the logs in the demo dir",

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use gpumesh_actors::{Clock as _, SystemClock};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use crate::client::{REQUEST_TIMEOUT_MS, model_info, random_request};
 
@@ -94,7 +94,7 @@ async fn submit_body(
 }
 
 async fn follow(client: &reqwest::Client, node: &str, id: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + timeout;
+    let deadline = SystemClock.now() + timeout;
     let url = format!("{}/jobs/{id}", node.trim_end_matches('/'));
     let mut last_state = String::new();
     loop {
@@ -107,7 +107,7 @@ async fn follow(client: &reqwest::Client, node: &str, id: &str, timeout: Duratio
         if state == "completed" || state == "failed" {
             return Ok(job);
         }
-        if Instant::now() >= deadline {
+        if SystemClock.now() >= deadline {
             bail!(
                 "job {id} is still {state} after {}; follow it with `gpumesh jobs get {id} --wait`",
                 humantime::format_duration(timeout)

@@ -1,4 +1,5 @@
 //! `gpumesh` start-up errors, health endpoints and settings precedence.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

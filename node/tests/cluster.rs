@@ -1,5 +1,6 @@
 //! Real node processes on loopback: formation, failure detection, rejoin,
 //! trust and graceful shutdown.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! TLS on node-to-node links: nodes with certificates from the cluster CA
 //! link and forward over TLS; a node with the cluster secret but a
 //! certificate from another CA is never linked.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

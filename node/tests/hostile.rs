@@ -1,5 +1,6 @@
 //! Hostile and malformed client input against a real node: every request
 //! gets a 4xx JSON error, and the node stays up and keeps serving.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

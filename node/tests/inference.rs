@@ -1,6 +1,7 @@
 //! Inference on a real node process: outputs equal to onnxruntime run
 //! directly (Python, from the project's .venv), over JSON and the binary
 //! extension; batching under concurrency; errors; a missing runtime.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

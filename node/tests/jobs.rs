@@ -1,4 +1,5 @@
 //! Durable jobs on real node processes: accepted means done.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

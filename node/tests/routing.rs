@@ -1,5 +1,6 @@
 //! Any node accepts: requests run where the model is, routed over the node
 //! links, with requirements honoured and failover when a node dies.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

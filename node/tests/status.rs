@@ -1,5 +1,6 @@
 //! The status page in a real headless Chromium, and `/metrics` against
 //! `/cluster`, on real node processes.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
 
 mod common;
 

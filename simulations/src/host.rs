@@ -42,6 +42,7 @@ pub(crate) type Registry = Arc<Mutex<BTreeMap<String, Observed>>>;
 struct SimClock;
 
 impl Clock for SimClock {
+    #[allow(clippy::disallowed_methods, reason = "the simulator's clock: tokio's, which turmoil pauses and drives")]
     fn now(&self) -> tokio::time::Instant {
         tokio::time::Instant::now()
     }

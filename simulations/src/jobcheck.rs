@@ -73,7 +73,8 @@ impl JobChecker {
         self.observe(stores);
         let on_disk: BTreeMap<String, JobRecord> =
             stores.values().flat_map(SimJobStore::durable_jobs).map(|job| (job.id.clone(), job)).collect();
-        let owned_by_wiped = |id: &str| gpumesh_actors::jobs::owner_of(id).is_some_and(|owner| wiped.contains(owner));
+        let owned_by_wiped =
+            |id: &str| gpumesh_actors::job_owner::owner_of(id).is_some_and(|owner| wiped.contains(owner));
         let checked: Vec<(&String, &crate::workload::Accepted)> =
             ledger.accepted.iter().filter(|(id, _)| !owned_by_wiped(id)).collect();
         let mut counts = JobCounts { accepted: checked.len() as u64, ..JobCounts::default() };
@@ -86,7 +87,7 @@ impl JobChecker {
             match job.state {
                 JobState::Completed => {
                     counts.completed += 1;
-                    let value = gpumesh_actors::jobs::job_outputs(job).and_then(|(_, response)| echoed(&response));
+                    let value = gpumesh_actors::job_owner::job_outputs(job).and_then(|(_, response)| echoed(&response));
                     if value != Some(accepted.value) {
                         self.failures
                             .push(format!("job {id} completed with {value:?}, not its own {}", accepted.value));

@@ -77,9 +77,9 @@ fn entry(member: &Member, connected: &BTreeSet<String>) -> NodeEntry {
 /// Builds the `/cluster` response from a view and the set of linked members.
 pub fn cluster_response(view: &ClusterView, connected: &BTreeSet<String>) -> ClusterResponse {
     let nodes: Vec<NodeEntry> = view.members.iter().map(|member| entry(member, connected)).collect();
-    let counted = nodes.iter().filter(|n| n.trusted && n.status != MemberStatus::Dead);
+    let counted = view.members.iter().zip(&nodes).filter(|(member, _)| member.is_trusted_live());
     let mut totals = Totals::default();
-    for node in counted {
+    for (_, node) in counted {
         totals.gpus += node.gpus.len();
         totals.vram_total_mb += node.gpus.iter().map(|g| g.memory_total_mb).sum::<u64>();
         totals.queue_depth += u64::from(node.queue_depth);

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use gpumesh_actors::jobs::job_outputs;
+use gpumesh_actors::job_owner::job_outputs;
 use gpumesh_storage::jobs::{JobRecord, JobState, StateFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -101,7 +101,8 @@ pub async fn serve(
         shutdown.await;
         closing_tx.send_replace(true);
     };
-    let listener = listener::LimitedListener::new(listener, options.max_connections, options.idle_timeout);
+    let listener =
+        listener::LimitedListener::new(listener, options.max_connections, options.idle_timeout, node.clock());
     let state = AppState { node, options: Arc::new(options), closing };
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

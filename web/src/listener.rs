@@ -11,20 +11,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use gpumesh_actors::Clock;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 pub(crate) struct LimitedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
     idle_timeout: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl LimitedListener {
-    pub(crate) fn new(inner: TcpListener, max: usize, idle_timeout: Duration) -> Self {
-        Self { inner, slots: Arc::new(Semaphore::new(max.max(1))), idle_timeout }
+    pub(crate) fn new(inner: TcpListener, max: usize, idle_timeout: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self { inner, slots: Arc::new(Semaphore::new(max.max(1))), idle_timeout, clock }
     }
 }
 
@@ -33,13 +35,15 @@ pub(crate) struct LimitedStream {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
     idle_timeout: Duration,
+    clock: Arc<dyn Clock>,
     /// Fires when the connection has been idle for `idle_timeout`.
     idle: Pin<Box<Sleep>>,
 }
 
 impl LimitedStream {
     fn active(&mut self) {
-        self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
+        let deadline = self.clock.now() + self.idle_timeout;
+        self.idle.as_mut().reset(deadline);
     }
 
     /// An error once the connection has been idle too long.
@@ -61,7 +65,8 @@ impl axum::serve::Listener for LimitedListener {
         let slot = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let idle = Box::pin(tokio::time::sleep(self.idle_timeout));
-        (LimitedStream { stream, _slot: slot, idle_timeout: self.idle_timeout, idle }, addr)
+        let clock = self.clock.clone();
+        (LimitedStream { stream, _slot: slot, idle_timeout: self.idle_timeout, clock, idle }, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {

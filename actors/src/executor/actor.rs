@@ -2,15 +2,19 @@
 //! one batch at a time, so requests that arrive while a batch runs join the
 //! next one.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 
-use crate::env::Clock;
-use crate::executor::batch::{BatchPolicy, BatchQueue, QueueFull};
+use crate::clock::Clock;
+use crate::executor::batch::{BatchPolicy, BatchQueue, QueueFull, group_by_key};
 use crate::executor::validate::{batch_key, join_inputs, split_outputs, validate_request};
 use crate::executor::{InferError, InferRequest, InferResponse, ServedModel};
+use crate::tensor::Tensor;
 
 /// Serves one model.
 pub(crate) struct ExecutorActor;
@@ -100,7 +104,7 @@ impl Actor for ExecutorActor {
 
 fn enqueue(state: &mut ExecutorState, mut request: InferRequest, reply: InferReply) {
     let model = &state.args.model;
-    let synthetic = model.metadata.platform == "synthetic";
+    let synthetic = model.spec.kind.is_synthetic();
     let rows = match validate_request(&model.spec, &model.metadata, synthetic, state.args.batching, &mut request) {
         Ok(rows) => rows,
         Err(error) => {
@@ -128,12 +132,12 @@ fn dispatch(myself: &ActorRef<ExecutorMsg>, state: &mut ExecutorState) {
     let now = state.args.clock.now();
     if let Some(batch) = state.queue.pop_ready(now) {
         state.busy = true;
-        let model = state.args.model.clone();
+        let (model, clock) = (state.args.model.clone(), state.args.clock.clone());
         model.stats.set_queue_depth(state.queue.len());
         model.stats.set_inflight(batch.len());
         let myself = myself.clone();
         tokio::spawn(async move {
-            run_batch(&model, batch).await;
+            run_batch(&model, &clock, batch).await;
             let _ = myself.cast(ExecutorMsg::BatchDone);
         });
     } else if let Some(deadline) = state.queue.next_deadline()
@@ -145,57 +149,95 @@ fn dispatch(myself: &ActorRef<ExecutorMsg>, state: &mut ExecutorState) {
 }
 
 /// Runs a batch: requests whose shapes can be joined run together, others
-/// in their own group; every request gets its reply.
-async fn run_batch(model: &ServedModel, batch: Vec<(Job, std::time::Duration)>) {
+/// in their own group; every request gets its reply. A panic while running
+/// it (a bug, or a library's) fails the requests still unanswered with an
+/// error of their own and is counted; the executor goes on with the next
+/// batch, so one bad batch cannot leave the model busy forever.
+async fn run_batch(model: &ServedModel, clock: &Arc<dyn Clock>, batch: Vec<(Job, Duration)>) {
     let requests = batch.len();
-    let mut groups: Vec<(Vec<_>, Vec<(Job, std::time::Duration)>)> = Vec::new();
-    for (job, queued) in batch {
-        let key = batch_key(&job.request.inputs);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, jobs)) => jobs.push((job, queued)),
-            None => groups.push((key, vec![(job, queued)])),
+    let mut replies = Vec::with_capacity(requests);
+    let mut work = Vec::with_capacity(requests);
+    for (index, (job, queued)) in batch.into_iter().enumerate() {
+        replies.push(Some(job.reply));
+        work.push(Work { index, request: job.request, rows: job.rows, queued });
+    }
+    let groups = group_by_key(work, |work| batch_key(&work.request.inputs));
+    let ran = AssertUnwindSafe(async {
+        for group in groups {
+            run_group(model, clock, group, requests, &mut replies).await;
+        }
+    })
+    .catch_unwind()
+    .await;
+    if ran.is_err() {
+        model.stats.record_panic();
+        tracing::error!(model = %model.spec.name, panics = model.stats.panics(), "a batch panicked; its requests failed");
+        let error = format!("model {} panicked while running this batch; retry, or report it", model.spec.name);
+        for reply in replies.into_iter().flatten() {
+            let _ = reply.send(Err(InferError::Failed(error.clone())));
         }
     }
-    for (_, mut jobs) in groups {
-        let rows: Vec<usize> = jobs.iter().map(|(job, _)| job.rows).collect();
-        let inputs = if jobs.len() == 1 {
-            Ok(std::mem::take(&mut jobs[0].0.request.inputs))
-        } else {
-            let parts: Vec<&[crate::tensor::Tensor]> =
-                jobs.iter().map(|(job, _)| job.request.inputs.as_slice()).collect();
-            join_inputs(&parts)
-        };
-        let result = match inputs {
-            Ok(inputs) => model.runner.run(inputs).await,
-            Err(error) => Err(error),
-        };
-        let split = result.and_then(|(outputs, compute)| {
-            let per_request = if jobs.len() == 1 { vec![outputs] } else { split_outputs(&outputs, &rows)? };
-            Ok((per_request, compute))
-        });
-        match split {
-            Ok((per_request, compute)) => {
-                model.stats.record_batch(jobs.len(), rows.iter().sum(), compute);
-                model.stats.record_latencies(jobs.iter().map(|(_, queued)| *queued + compute));
-                for ((job, queued), mut outputs) in jobs.into_iter().zip(per_request) {
-                    if !job.request.outputs.is_empty() {
-                        outputs.retain(|output| job.request.outputs.contains(&output.name));
-                    }
-                    let _ = job.reply.send(Ok(InferResponse {
-                        outputs,
-                        device: model.device.clone(),
-                        queue_time: queued,
-                        compute_time: compute,
-                        batch_size: requests,
-                    }));
+}
+
+/// One request of a batch, its place in the batch and its queue time.
+struct Work {
+    index: usize,
+    request: InferRequest,
+    rows: usize,
+    queued: Duration,
+}
+
+/// Runs requests whose inputs join along axis 0 as one run; answers each
+/// (taking its reply out of `replies`). `requests`: the whole batch's.
+async fn run_group(
+    model: &ServedModel,
+    clock: &Arc<dyn Clock>,
+    mut group: Vec<Work>,
+    requests: usize,
+    replies: &mut [Option<InferReply>],
+) {
+    let rows: Vec<usize> = group.iter().map(|work| work.rows).collect();
+    let inputs = if group.len() == 1 {
+        Ok(std::mem::take(&mut group[0].request.inputs))
+    } else {
+        let parts: Vec<&[Tensor]> = group.iter().map(|work| work.request.inputs.as_slice()).collect();
+        join_inputs(&parts)
+    };
+    let result = match inputs {
+        Ok(inputs) => model.runner.run(inputs, clock).await,
+        Err(error) => Err(error),
+    };
+    let split = result.and_then(|(outputs, compute)| {
+        let per_request = if group.len() == 1 { vec![outputs] } else { split_outputs(&outputs, &rows)? };
+        Ok((per_request, compute))
+    });
+    let (per_request, compute) = match split {
+        Ok(split) => split,
+        Err(error) => {
+            tracing::warn!(model = %model.spec.name, %error, "batch failed");
+            for work in group {
+                if let Some(reply) = replies[work.index].take() {
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
-            Err(error) => {
-                tracing::warn!(model = %model.spec.name, %error, "batch failed");
-                for (job, _) in jobs {
-                    let _ = job.reply.send(Err(error.clone()));
-                }
-            }
+            return;
+        }
+    };
+    model.stats.record_batch(group.len(), rows.iter().sum(), compute);
+    model.stats.record_latencies(group.iter().map(|work| work.queued + compute));
+    for (work, mut outputs) in group.into_iter().zip(per_request) {
+        if !work.request.outputs.is_empty() {
+            outputs.retain(|output| work.request.outputs.contains(&output.name));
+        }
+        let response = InferResponse {
+            outputs,
+            device: model.device.clone(),
+            queue_time: work.queued,
+            compute_time: compute,
+            batch_size: requests,
+        };
+        if let Some(reply) = replies[work.index].take() {
+            let _ = reply.send(Ok(response));
         }
     }
 }

@@ -110,7 +110,23 @@ impl<T> BatchQueue<T> {
     }
 }
 
+/// Splits a batch into groups of items with equal keys (requests whose
+/// inputs can be joined), in the order each key first appears; items keep
+/// their order within a group.
+pub fn group_by_key<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
+    let mut groups: Vec<(K, Vec<T>)> = Vec::new();
+    for item in items {
+        let item_key = key(&item);
+        match groups.iter_mut().find(|(group_key, _)| *group_key == item_key) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((item_key, vec![item])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "a test picks any instant as its start")]
 mod tests {
     use proptest::prelude::*;
 
@@ -122,6 +138,24 @@ mod tests {
 
     fn ids(batch: Option<Vec<(u32, Duration)>>) -> Vec<u32> {
         batch.unwrap_or_default().into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn groups_follow_first_appearance_and_keep_order() {
+        type Case = (&'static [(u32, char)], &'static [&'static [u32]]);
+        let table: [Case; 5] = [
+            (&[], &[]),
+            (&[(1, 'a')], &[&[1]]),
+            (&[(1, 'a'), (2, 'a'), (3, 'a')], &[&[1, 2, 3]]),
+            (&[(1, 'a'), (2, 'b'), (3, 'a'), (4, 'c'), (5, 'b')], &[&[1, 3], &[2, 5], &[4]]),
+            (&[(1, 'b'), (2, 'a')], &[&[1], &[2]]),
+        ];
+        for (items, expected) in table {
+            let groups = group_by_key(items.to_vec(), |(_, key)| *key);
+            let ids: Vec<Vec<u32>> = groups.iter().map(|g| g.iter().map(|(id, _)| *id).collect()).collect();
+            let expected: Vec<Vec<u32>> = expected.iter().map(|g| g.to_vec()).collect();
+            assert_eq!(ids, expected, "{items:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use ractor::ActorRef;
 pub(crate) use actor::{ExecutorActor, ExecutorArgs, ExecutorMsg};
 pub use runner::{GpuFaults, Runner};
 
-use crate::registry::ModelSpec;
+use crate::registry::{ModelKind, ModelSpec};
 use crate::tensor::{DataType, Tensor};
 
 /// A model's metadata as OIP v2 `GET /v2/models/{model}` shows it; also
@@ -90,7 +90,7 @@ pub struct TensorMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelMetadata {
     pub name: String,
-    /// `onnxruntime_onnx` or `synthetic`.
+    /// `onnxruntime_onnx` or `synthetic` ([`ModelKind::SYNTHETIC`]).
     pub platform: &'static str,
     pub inputs: Vec<TensorMeta>,
     pub outputs: Vec<TensorMeta>,
@@ -142,6 +142,8 @@ pub struct ModelStats {
     /// Moving average of service time per item in ns, as f64 bits.
     service_ns_per_item: AtomicU64,
     completed: AtomicU64,
+    /// Batches that panicked (their requests failed; the executor went on).
+    panics: AtomicU64,
     /// Compute time of each batch, seconds (`gpumesh_compute_duration_seconds`).
     pub compute_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Requests per batch (`gpumesh_batch_size`).
@@ -159,6 +161,7 @@ impl Default for ModelStats {
             inflight: AtomicU32::default(),
             service_ns_per_item: AtomicU64::default(),
             completed: AtomicU64::default(),
+            panics: AtomicU64::default(),
             // 50 us to about 100 s.
             compute_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 17)),
             // 1 to 1024.
@@ -193,6 +196,15 @@ impl ModelStats {
     /// Requests completed since start.
     pub fn completed(&self) -> u64 {
         self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Batches that panicked since start.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
+    fn record_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn service_ms_per_item(&self) -> f64 {
@@ -273,7 +285,7 @@ pub(crate) struct LoadedModel {
 
 fn synthetic_metadata(name: &str) -> ModelMetadata {
     let x = TensorMeta { name: "x".into(), datatype: DataType::Fp32, shape: vec![-1, -1] };
-    ModelMetadata { name: name.to_string(), platform: "synthetic", inputs: vec![x.clone()], outputs: vec![x] }
+    ModelMetadata { name: name.to_string(), platform: ModelKind::SYNTHETIC, inputs: vec![x.clone()], outputs: vec![x] }
 }
 
 /// Loads every model of the registry. ONNX Runtime is loaded only when an
@@ -285,17 +297,18 @@ pub(crate) async fn load_models(
     has_gpu: bool,
     gpu_faults: &Arc<runner::GpuFaults>,
 ) -> Result<Vec<LoadedModel>, String> {
-    use crate::registry::{DevicePreference, ModelKind};
+    use crate::registry::DevicePreference;
     let mut loaded = Vec::new();
     for spec in specs {
         let (metadata, device, runner) = match &spec.kind {
-            ModelKind::Synthetic { service_time_ms, service_time_per_item_ms } => (
+            ModelKind::Synthetic { service_time_ms, service_time_per_item_ms, panic_on_input } => (
                 synthetic_metadata(&spec.name),
-                "synthetic".to_string(),
+                ModelKind::SYNTHETIC.to_string(),
                 Runner::Synthetic {
                     fixed: Duration::from_secs_f64(service_time_ms / 1000.0),
                     per_item: Duration::from_secs_f64(service_time_per_item_ms / 1000.0),
                     gpu: gpu_faults.clone(),
+                    panic_on: *panic_on_input,
                 },
             ),
             ModelKind::Onnx { path } => {
@@ -305,17 +318,16 @@ pub(crate) async fn load_models(
                 }
                 let environment = onnx::load_runtime(ort_candidates)?;
                 let cuda = (spec.device != DevicePreference::Cpu && has_gpu).then_some(0);
-                let (name, path) = (spec.name.clone(), path.clone());
-                let model = tokio::task::spawn_blocking(move || onnx::OnnxModel::load(environment, &name, &path, cuda))
+                let (name, file) = (spec.name.clone(), path.clone());
+                let model = tokio::task::spawn_blocking(move || onnx::OnnxModel::load(environment, &name, &file, cuda))
                     .await
                     .map_err(|error| format!("loading model {} crashed: {error}", spec.name))?
-                    .map_err(|error| format!("model {}: cannot load {}: {error}", spec.name, path_of(spec)))?;
+                    .map_err(|error| format!("model {}: cannot load {}: {error}", spec.name, path.display()))?;
                 let (metadata, device) = (model.metadata.clone(), model.device.clone());
                 (metadata, device, Runner::Onnx(Arc::new(std::sync::Mutex::new(model))))
             }
         };
-        let synthetic = metadata.platform == "synthetic";
-        let batching = spec.batching() && (synthetic || validate::batchable(&metadata));
+        let batching = spec.batching() && (spec.kind.is_synthetic() || validate::batchable(&metadata));
         if spec.batching() && !batching {
             tracing::warn!(model = %spec.name, "batching off: not every input has a dynamic leading dimension");
         }
@@ -328,13 +340,6 @@ pub(crate) async fn load_models(
         loaded.push(LoadedModel { model: Arc::new(model), batching });
     }
     Ok(loaded)
-}
-
-fn path_of(spec: &ModelSpec) -> String {
-    match &spec.kind {
-        crate::registry::ModelKind::Onnx { path } => path.display().to_string(),
-        crate::registry::ModelKind::Synthetic { .. } => "synthetic".into(),
-    }
 }
 
 /// Sends `request` to the model's executor and waits up to `timeout`.

@@ -4,11 +4,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use crate::clock::Clock;
 use crate::executor::InferError;
 use crate::executor::onnx::OnnxModel;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 /// Runs batches of one model.
 #[derive(Clone)]
@@ -16,8 +15,9 @@ pub enum Runner {
     /// An ONNX Runtime session, run on a blocking thread.
     Onnx(Arc<Mutex<OnnxModel>>),
     /// Holds each batch for `fixed + rows * per_item` on the node's clock and
-    /// returns its inputs; `gpu` can slow it down or make it fail.
-    Synthetic { fixed: Duration, per_item: Duration, gpu: Arc<GpuFaults> },
+    /// returns its inputs; `gpu` can slow it down or make it fail. A batch
+    /// with an FP32 input element equal to `panic_on` panics.
+    Synthetic { fixed: Duration, per_item: Duration, gpu: Arc<GpuFaults>, panic_on: Option<f32> },
 }
 
 /// Faults of the device a synthetic model stands for: the simulator's slow
@@ -49,20 +49,31 @@ impl GpuFaults {
 }
 
 impl Runner {
-    /// Runs one batch; returns every output and the compute time.
-    pub(crate) async fn run(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration), InferError> {
+    /// Runs one batch; returns every output and the compute time (read on
+    /// `clock`).
+    pub(crate) async fn run(
+        &self,
+        inputs: Vec<Tensor>,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<(Vec<Tensor>, Duration), InferError> {
         match self {
             Self::Onnx(model) => {
-                let model = model.clone();
+                let (model, clock) = (model.clone(), clock.clone());
                 tokio::task::spawn_blocking(move || {
-                    let started = Instant::now();
+                    let started = clock.now();
                     let outputs = model.lock().unwrap_or_else(PoisonError::into_inner).run(&inputs);
-                    outputs.map(|outputs| (outputs, started.elapsed())).map_err(InferError::Failed)
+                    let compute = clock.now().saturating_duration_since(started);
+                    outputs.map(|outputs| (outputs, compute)).map_err(InferError::Failed)
                 })
                 .await
                 .map_err(|error| InferError::Failed(format!("the model crashed: {error}")))?
             }
-            Self::Synthetic { fixed, per_item, gpu } => {
+            Self::Synthetic { fixed, per_item, gpu, panic_on } => {
+                if let Some(marker) = panic_on
+                    && inputs.iter().any(|input| matches!(&input.data, TensorData::Fp32(v) if v.contains(marker)))
+                {
+                    panic!("synthetic model: the batch holds the panic marker {marker}");
+                }
                 if gpu.out_of_memory.load(Ordering::Relaxed) {
                     return Err(InferError::Failed("out of GPU memory".into()));
                 }

@@ -2,10 +2,12 @@
 //!
 //! - `wire`: the bytes of a forwarded request and its reply (pure).
 //! - `peers`: how calls reach other nodes' endpoints over ractor_cluster.
+//! - `client`: the typed calls (forward, metadata, jobs, held results).
 //! - the forward actor: each node's endpoint for requests forwarded to it,
 //!   found by peers by its name among the remote actors their link to the
 //!   node knows.
 
+pub mod client;
 pub mod peers;
 pub mod wire;
 
@@ -70,7 +72,7 @@ pub(crate) struct ForwardArgs {
     pub(crate) models: Arc<Vec<Arc<ServedModel>>>,
     pub(crate) infer_timeout: Duration,
     pub(crate) jobs: gpumesh_storage::jobs::DurableJobs,
-    pub(crate) clock: Arc<dyn crate::env::Clock>,
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Actor for ForwardActor {

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::watch;
-use tokio::time::Instant;
+
+use crate::clock::Clock;
 
 use crate::forward::{ForwardMsg, ForwardReply, ForwardRequest, is_endpoint_of};
 use crate::links::LinkedPeers;
@@ -114,11 +115,12 @@ impl Rpc<'_> {
 /// that name among those its link knows.
 pub struct ClusterPeers {
     links: watch::Receiver<Arc<LinkedPeers>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl ClusterPeers {
-    pub(crate) fn new(links: watch::Receiver<Arc<LinkedPeers>>) -> Self {
-        Self { links }
+    pub(crate) fn new(links: watch::Receiver<Arc<LinkedPeers>>, clock: Arc<dyn Clock>) -> Self {
+        Self { links, clock }
     }
 
     /// The newest endpoint of `target` its link carries. Only this node's
@@ -137,12 +139,12 @@ impl ClusterPeers {
     /// `target`'s endpoint. A link learns the peer's actors just after it
     /// comes up, so a freshly linked peer gets a short, bounded wait.
     async fn endpoint(&self, target: &str) -> Option<ActorRef<ForwardMsg>> {
-        let deadline = Instant::now() + ENDPOINT_WAIT;
+        let deadline = self.clock.now() + ENDPOINT_WAIT;
         loop {
             if let Some(endpoint) = self.endpoint_now(target) {
                 return Some(endpoint);
             }
-            if Instant::now() >= deadline {
+            if self.clock.now() >= deadline {
                 return None;
             }
             tokio::time::sleep(ENDPOINT_POLL).await;

@@ -63,6 +63,7 @@ fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reachable
         trusted: member.trusted,
         draining: member.info.as_ref().is_some_and(|info| info.draining),
         reachable: member.is_self || reachable,
+        avoided: false,
         age_ms: member.age_ms,
         load_seq: member.load_seq,
         model_device,

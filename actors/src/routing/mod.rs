@@ -2,8 +2,12 @@
 //!
 //! - `policy`: the policies and the explainable decision (pure).
 //! - `candidates`: candidates from the gossiped view, reachability (pure).
-//! - `router`: deciding, running here or forwarding, retrying.
+//! - `retry`: after a failed attempt, another node or the answer; the
+//!   avoid list and the cooldowns (pure).
+//! - `service`: the routing service, which carries them out: choose, run
+//!   here or forward, retry.
 
 pub mod candidates;
 pub mod policy;
-pub mod router;
+pub mod retry;
+pub mod service;

@@ -21,6 +21,8 @@ use std::str::FromStr;
 
 use rand::{Rng, RngExt};
 
+use crate::registry::ModelKind;
+
 /// Candidates within this factor of the best estimate count as near-ties.
 const NEAR_TIE_FACTOR: f64 = 1.10;
 /// Requests of this priority or higher are placed without randomisation.
@@ -110,6 +112,8 @@ pub struct Candidate {
     pub draining: bool,
     /// Not recently failed to answer a forward (gossip liveness is not reachability).
     pub reachable: bool,
+    /// Already failed this request, and another node could serve it (see `retry`).
+    pub avoided: bool,
     /// Age of the node's gossiped load.
     pub age_ms: u64,
     /// Sequence number of the node's gossiped load; a new one resets what
@@ -134,7 +138,7 @@ impl Candidate {
         match self.model_device.as_deref() {
             Some(device) if device.starts_with("cuda") => true,
             // Synthetic models stand in for the node's hardware.
-            Some("synthetic") => !self.gpus.is_empty(),
+            Some(device) if device == ModelKind::SYNTHETIC => !self.gpus.is_empty(),
             _ => false,
         }
     }
@@ -219,6 +223,11 @@ pub struct Decision {
     pub candidates: Vec<Scored>,
 }
 
+/// The candidate passes every filter of a decision.
+pub(crate) fn is_eligible(candidate: &Candidate, requirements: &Requirements, params: RouteParams) -> bool {
+    exclusion(candidate, requirements, params).is_none()
+}
+
 fn exclusion(candidate: &Candidate, requirements: &Requirements, params: RouteParams) -> Option<&'static str> {
     if !candidate.live {
         return Some("dead");
@@ -231,6 +240,9 @@ fn exclusion(candidate: &Candidate, requirements: &Requirements, params: RoutePa
     }
     if !candidate.reachable {
         return Some("unreachable");
+    }
+    if candidate.avoided {
+        return Some("failed this request");
     }
     if candidate.model_device.is_none() {
         return Some("model not loaded");

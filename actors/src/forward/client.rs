@@ -1,0 +1,93 @@
+//! Typed calls to other nodes' forward endpoints: each call of
+//! [`PeerNet`] with its answer read and its failure put in the words of an
+//! [`InferError`]. The routing service forwards requests and asks for
+//! metadata through it; the job owner asks for jobs and held results.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc};
+use crate::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
+use crate::forward::{ForwardReply, ForwardRequest};
+
+/// Calls to peers, each bounded by one timeout.
+#[derive(Clone)]
+pub struct PeerClient {
+    net: Arc<dyn PeerNet>,
+    timeout: Duration,
+}
+
+impl PeerClient {
+    /// Calls over `net`, each given at most `timeout`.
+    pub fn new(net: Arc<dyn PeerNet>, timeout: Duration) -> Self {
+        Self { net, timeout }
+    }
+
+    async fn call(&self, target: &str, call: PeerCall) -> Result<PeerAnswer, PeerError> {
+        self.net.call(target, call, self.timeout).await
+    }
+
+    /// Sends `request` from `from` to `target`'s forward endpoint; `job`
+    /// names the job it runs for, if any. Returns the executing node.
+    pub async fn forward(
+        &self,
+        from: &str,
+        target: &str,
+        model: &str,
+        job: Option<&str>,
+        request: InferRequest,
+    ) -> Result<(String, InferResponse), InferError> {
+        let payload = ForwardRequest::Valid {
+            model: model.to_string(),
+            route: vec![from.to_string()],
+            job: job.map(String::from),
+            request,
+        };
+        match self.call(target, PeerCall::Infer(payload)).await {
+            Ok(PeerAnswer::Infer(ForwardReply::Done { node, response })) => Ok((node, response)),
+            Ok(PeerAnswer::Infer(ForwardReply::Refused(error))) => Err(error),
+            Ok(_) => Err(InferError::Failed(format!("node {target} answered with something else than a result"))),
+            Err(error) => Err(InferError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Asks `target` for the metadata of `model`.
+    pub async fn metadata(&self, target: &str, model: &str) -> Option<MetadataDoc> {
+        match self.call(target, PeerCall::Metadata(model.to_string())).await {
+            Ok(PeerAnswer::Text(json)) => serde_json::from_str(&json).ok(),
+            _ => None,
+        }
+    }
+
+    /// Asks `owner` for a job it owns: `Ok(None)` when it has no such job.
+    pub async fn job(&self, owner: &str, id: &str) -> Result<Option<gpumesh_storage::jobs::JobRecord>, InferError> {
+        match self.call(owner, PeerCall::JobStatus(id.to_string())).await {
+            Ok(PeerAnswer::Text(json)) if json.is_empty() => Ok(None),
+            Ok(PeerAnswer::Text(json)) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|error| InferError::Failed(format!("owner {owner} sent an unreadable job: {error}"))),
+            Ok(_) => Err(InferError::Failed(format!("owner {owner} answered with something else than a job"))),
+            Err(PeerError::NoLink(_)) => {
+                Err(InferError::Unavailable(format!("job owner {owner} is not reachable from here")))
+            }
+            Err(_) => Err(InferError::Unavailable(format!("job owner {owner} did not answer"))),
+        }
+    }
+
+    /// Asks `target` for the result it holds for job `id` (a
+    /// [`ForwardReply`]'s bytes): `Ok(None)` when it holds none, `Err` when
+    /// it cannot be asked.
+    pub async fn held_result(&self, target: &str, id: &str) -> Result<Option<Vec<u8>>, InferError> {
+        match self.call(target, PeerCall::HeldResult(id.to_string())).await {
+            Ok(PeerAnswer::Bytes(bytes)) => Ok(Some(bytes).filter(|bytes| !bytes.is_empty())),
+            Ok(_) => Err(InferError::Failed(format!("node {target} answered with something else than a result"))),
+            Err(error) => Err(InferError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Tells `target` that the owner has job `id`'s result (best effort:
+    /// retention drops what is never released).
+    pub async fn release_result(&self, target: &str, id: &str) {
+        let _ = self.call(target, PeerCall::ReleaseResult(id.to_string())).await;
+    }
+}

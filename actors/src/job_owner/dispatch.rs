@@ -1,0 +1,158 @@
+//! The task that runs one job to a final state: it asks `step` what to do
+//! next and does it (choose a node through the routing service, record the
+//! dispatch, run the job there, record the outcome, collect or release
+//! held results), reporting each outcome back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpumesh_membership::{ClusterView, MemberStatus};
+use gpumesh_storage::jobs::{DurableJobs, JobEvent, JobRecord, TransitionError};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::executor::InferRequest;
+use crate::forward::{ForwardReply, ForwardRequest};
+use crate::job_owner::step::{JobSteps, MAX_JOB_ATTEMPTS, Outcome, Step};
+use crate::routing::policy::Requirements;
+use crate::routing::service::RoutingService;
+
+/// How long a restarted owner tries to reach the node a job was running on
+/// for the result it holds, before running the job again elsewhere.
+const HELD_RESULT_WAIT: Duration = Duration::from_secs(3);
+const HELD_RESULT_POLL: Duration = Duration::from_millis(100);
+
+/// What every dispatch task of this node shares.
+pub(super) struct Owner {
+    pub(super) me: String,
+    pub(super) store: DurableJobs,
+    pub(super) routing: Arc<RoutingService>,
+    pub(super) view: watch::Receiver<Arc<ClusterView>>,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+/// Runs `job` to a final state (or until its store fails: it resumes at
+/// the next start).
+pub(super) async fn run(owner: Arc<Owner>, job: JobRecord) {
+    let decoded = match ForwardRequest::decode(&job.request) {
+        ForwardRequest::Valid { model, request, .. } => Some((model, request)),
+        ForwardRequest::Invalid(_) => None,
+    };
+    let mut steps = JobSteps::new(&owner.me);
+    let mut step = steps.next(&job, Outcome::Loaded { readable: decoded.is_some() });
+    let mut job = job;
+    loop {
+        let outcome = match step {
+            Step::Stop => return,
+            Step::Record(event) => match owner.record(&job.id, event) {
+                Some(recorded) => {
+                    job = recorded;
+                    Outcome::Recorded
+                }
+                None => return,
+            },
+            Step::Choose { attempt, avoid, last_error } => {
+                let Some((model, request)) = &decoded else { return };
+                let requirements = Requirements { priority: request.priority, ..Requirements::default() };
+                Outcome::Chosen(owner.routing.choose(model, &requirements, attempt, last_error.as_ref(), &avoid))
+            }
+            Step::Wait(delay) => {
+                tokio::time::sleep(delay).await;
+                Outcome::Waited
+            }
+            Step::Dispatch { target } => {
+                let Some((model, request)) = &decoded else { return };
+                let Some(dispatched) = owner.record(&job.id, JobEvent::Dispatched { node: target.clone() }) else {
+                    return;
+                };
+                job = dispatched;
+                let Some(ran) = owner.attempt(&job, &target, model, request.clone()).await else { return };
+                ran
+            }
+            Step::Collect { from } => Outcome::Collected(owner.held_result(&job, &from).await),
+            Step::Release { nodes } => {
+                owner.release(&job, &nodes).await;
+                return;
+            }
+        };
+        step = steps.next(&job, outcome);
+    }
+}
+
+impl Owner {
+    /// Records `event` (durable at the next flush; readers wait for it).
+    /// `None` when the job is final or the event is refused.
+    fn record(&self, id: &str, event: JobEvent) -> Option<JobRecord> {
+        match self.store.record(id, event, self.clock.unix_ms(), MAX_JOB_ATTEMPTS) {
+            Ok(Ok(job)) => Some(job),
+            Ok(Err(TransitionError::Final(_))) => None,
+            Ok(Err(refused)) => {
+                tracing::warn!(%refused, "job event refused");
+                None
+            }
+            Err(error) => {
+                tracing::error!(%error, "job store update failed; the job resumes at the next start");
+                None
+            }
+        }
+    }
+
+    /// Runs the dispatched `job` on `target`. `None` when the dispatch
+    /// cannot be made durable first.
+    async fn attempt(&self, job: &JobRecord, target: &str, model: &str, request: InferRequest) -> Option<Outcome> {
+        // A restarted owner collects the result from the node the disk says
+        // ran the job; run here, the result would go down with this node.
+        if target != self.me
+            && let Err(error) = self.store.wait_durable().await
+        {
+            tracing::error!(job = %job.id, %error, "the job store cannot flush; the job resumes at the next start");
+            return None;
+        }
+        let result = self.routing.run_on(target, model, Some(&job.id), request).await;
+        Some(Outcome::Ran(result.map(|(node, response)| {
+            let outputs = ForwardReply::Done { node: node.clone(), response }.encode();
+            (node, outputs)
+        })))
+    }
+
+    /// The result `from` holds for the attempt of `job` that the owner's
+    /// restart cut off: the node that ran it and its reply bytes. `None`
+    /// when it holds none or cannot be reached within [`HELD_RESULT_WAIT`].
+    async fn held_result(&self, job: &JobRecord, from: &str) -> Option<(String, Vec<u8>)> {
+        let deadline = self.clock.now() + HELD_RESULT_WAIT;
+        loop {
+            match self.routing.peers().held_result(from, &job.id).await {
+                Ok(Some(bytes)) => {
+                    return match ForwardReply::decode(&bytes) {
+                        ForwardReply::Done { node, .. } => {
+                            tracing::info!(job = %job.id, node = %node, "collected a result held through the restart");
+                            Some((node, bytes))
+                        }
+                        ForwardReply::Refused(_) => None,
+                    };
+                }
+                Ok(None) => return None,
+                Err(_) if self.clock.now() >= deadline => return None,
+                Err(_) => {
+                    let gone = self.view.borrow().member(from).is_some_and(|m| m.status == MemberStatus::Dead);
+                    if gone {
+                        return None;
+                    }
+                    tokio::time::sleep(HELD_RESULT_POLL).await;
+                }
+            }
+        }
+    }
+
+    /// Tells `nodes`, which ran attempts of the completed `job`, to drop
+    /// the results they hold, once the completion is on disk.
+    async fn release(&self, job: &JobRecord, nodes: &[String]) {
+        if let Err(error) = self.store.wait_durable().await {
+            tracing::warn!(job = %job.id, %error, "completion not on disk; held results stay until retention");
+            return;
+        }
+        for target in nodes {
+            self.routing.peers().release_result(target, &job.id).await;
+        }
+    }
+}

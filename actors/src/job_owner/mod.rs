@@ -1,0 +1,192 @@
+//! The owner side of durable jobs: a job accepted here is stored (flushed,
+//! with group commit) before it is acknowledged, then dispatched through the
+//! routing service; every change goes through the job state machine
+//! (`gpumesh_storage::jobs::state`). A restarted owner resumes every job
+//! that was not final.
+//!
+//! - `step`: what the owner does next for a job (pure, table-tested).
+//! - `dispatch`: the task that carries the steps out for one job.
+//! - this module: [`JobService`], accepting, reading and resuming jobs.
+//!
+//! A job id is `<owner>.<generation>-<seq>` in hex: node names never contain
+//! `.`, so any node can tell the owner from the id.
+
+mod dispatch;
+pub mod step;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gpumesh_membership::ClusterView;
+use gpumesh_storage::jobs::{DurableJobs, Inserted, JobRecord, Retention, StateFilter};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::executor::{InferError, InferRequest, InferResponse};
+use crate::forward::{ForwardReply, ForwardRequest};
+use crate::routing::service::RoutingService;
+
+pub use step::MAX_JOB_ATTEMPTS;
+
+/// The node whose store holds `job_id`.
+pub fn owner_of(job_id: &str) -> Option<&str> {
+    job_id.split_once('.').map(|(owner, _)| owner).filter(|owner| !owner.is_empty())
+}
+
+/// The outputs of a completed job: the node that ran it and its response.
+pub fn job_outputs(job: &JobRecord) -> Option<(String, InferResponse)> {
+    match ForwardReply::decode(job.outputs.as_deref()?) {
+        ForwardReply::Done { node, response } => Some((node, response)),
+        ForwardReply::Refused(_) => None,
+    }
+}
+
+fn storage_error(error: gpumesh_storage::Error) -> InferError {
+    InferError::Unavailable(format!("the job store failed: {error}"))
+}
+
+/// What the job service works with.
+pub(crate) struct JobArgs {
+    /// This node's name.
+    pub(crate) me: String,
+    pub(crate) generation: u64,
+    pub(crate) store: DurableJobs,
+    pub(crate) retention: Retention,
+    pub(crate) routing: Arc<RoutingService>,
+    pub(crate) view: watch::Receiver<Arc<ClusterView>>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// The jobs this node owns.
+pub struct JobService {
+    owner: Arc<dispatch::Owner>,
+    prefix: String,
+    next_seq: AtomicU64,
+    /// Drops finished jobs and stale held results; stops with the service.
+    _pruner: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl JobService {
+    pub(crate) fn new(args: JobArgs) -> Self {
+        let pruner = tokio::spawn(prune_periodically(args.store.clone(), args.retention, args.clock.clone()));
+        let prefix = format!("{}.{:x}-", args.me, args.generation);
+        let owner = dispatch::Owner {
+            me: args.me,
+            store: args.store,
+            routing: args.routing,
+            view: args.view,
+            clock: args.clock,
+        };
+        Self {
+            owner: Arc::new(owner),
+            prefix,
+            next_seq: AtomicU64::new(1),
+            _pruner: tokio_util::task::AbortOnDropHandle::new(pruner),
+        }
+    }
+
+    fn new_id(&self) -> String {
+        format!("{}{:x}", self.prefix, self.next_seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Accepts a job: returns once it is on disk (a new job, or the one
+    /// already stored under `idempotency_key`), and dispatches a new one.
+    /// A model no node of the cluster lists is refused before anything is
+    /// stored.
+    pub async fn submit(
+        &self,
+        model: &str,
+        request: InferRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<JobRecord, InferError> {
+        if !self.owner.routing.knows(model) {
+            return Err(InferError::UnknownModel(model.to_string()));
+        }
+        let payload =
+            ForwardRequest::Valid { model: model.to_string(), route: Vec::new(), job: None, request }.encode();
+        let now_ms = self.owner.clock.unix_ms();
+        let job = JobRecord::accepted(self.new_id(), model.to_string(), payload, idempotency_key, now_ms);
+        match self.owner.store.submit(job).await.map_err(storage_error)? {
+            Inserted::New(job) => {
+                tokio::spawn(dispatch::run(self.owner.clone(), job.clone()));
+                Ok(job)
+            }
+            Inserted::Existing(job) => Ok(job),
+        }
+    }
+
+    /// A job this node owns, as it is on disk: a reader never sees a state
+    /// a crash could take back.
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, InferError> {
+        self.owner.store.wait_durable().await.map_err(storage_error)?;
+        self.owner.store.store().get(id).map_err(storage_error)
+    }
+
+    /// Any job of the cluster: from this node's store when it owns it, else
+    /// from its owner over the node link. `Ok(None)`: no such job, which
+    /// includes an id naming a node that is no trusted member (a known
+    /// owner that cannot be asked now is an error: the job may exist).
+    pub async fn find(&self, id: &str) -> Result<Option<JobRecord>, InferError> {
+        match owner_of(id) {
+            Some(owner) if owner == self.owner.me => self.get(id).await,
+            Some(owner) if self.owner.view.borrow().member(owner).is_some_and(|m| m.trusted) => {
+                self.owner.routing.peers().job(owner, id).await
+            }
+            Some(_) | None => Ok(None),
+        }
+    }
+
+    /// Jobs this node owns, oldest first.
+    pub async fn list(&self, filter: StateFilter, limit: usize) -> Result<Vec<JobRecord>, InferError> {
+        self.owner.store.wait_durable().await.map_err(storage_error)?;
+        self.owner.store.store().list(filter, limit).map_err(storage_error)
+    }
+
+    /// The `limit` jobs this node created most recently, newest first.
+    pub async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, InferError> {
+        self.owner.store.wait_durable().await.map_err(storage_error)?;
+        self.owner.store.store().recent(limit).map_err(storage_error)
+    }
+
+    /// Resumes every job that was not final when this node last stopped.
+    pub fn resume(&self) -> Result<usize, InferError> {
+        let pending = self.owner.store.store().recover().map_err(storage_error)?;
+        let count = pending.len();
+        for job in pending {
+            tokio::spawn(dispatch::run(self.owner.clone(), job));
+        }
+        if count > 0 {
+            tracing::info!(jobs = count, "resuming jobs accepted before the restart");
+        }
+        Ok(count)
+    }
+}
+
+/// How often retention runs: every minute, or more often for short limits.
+fn prune_interval(retention: Retention) -> Duration {
+    Duration::from_millis(retention.max_age_ms / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+async fn prune_periodically(jobs: DurableJobs, retention: Retention, clock: Arc<dyn Clock>) {
+    let mut ticks = tokio::time::interval(prune_interval(retention));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match jobs.prune(clock.unix_ms(), retention).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "retention dropped old finished jobs and held results"),
+            Err(error) => tracing::warn!(%error, "retention failed; it runs again later"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_owner_is_named_by_the_id() {
+        assert_eq!(super::owner_of("n-1_b.18f3a-2a"), Some("n-1_b"));
+        assert_eq!(super::owner_of("nodots"), None);
+        assert_eq!(super::owner_of(".x"), None);
+    }
+}
