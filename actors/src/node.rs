@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::env::{JobStorage, NodeEnv};
 use crate::executor::{ExecutorArgs, InferError, InferRequest, InferResponse, MetadataDoc, ServedModel, load_models};
-use crate::forward::ForwardArgs;
 use crate::forward::client::PeerClient;
+use crate::forward::endpoint::ForwardArgs;
 use crate::forward::peers::{ClusterPeers, PeerNet};
 use crate::job_owner::{JobArgs, JobService};
 use crate::links::{LinkedPeers, LinksArgs};
@@ -30,7 +30,7 @@ use crate::restart::RestartPolicy;
 use crate::routing::policy::{Policy, Requirements, RouteParams};
 use crate::routing::service::{DecisionRecord, Routed, RoutingArgs, RoutingService};
 use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
-use crate::telemetry::{NodeCollector, Telemetry};
+use crate::telemetry::{NodeCollector, RestartCounter, Telemetry};
 use crate::view::ViewArgs;
 use crate::{Error, Result};
 /// A peer's load is stale after this many gossip intervals.
@@ -101,6 +101,8 @@ struct Shared {
     models: Arc<Vec<Arc<ServedModel>>>,
     executors: Vec<ExecutorArgs>,
     job_store: DurableJobs,
+    telemetry: Arc<Telemetry>,
+    peers: PeerClient,
     view_rx: watch::Receiver<Arc<ClusterView>>,
     connected_rx: watch::Receiver<Arc<LinkedPeers>>,
     refresh_interval: Duration,
@@ -147,8 +149,32 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
     let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView::default()));
     let (connected_tx, connected_rx) = watch::channel(Arc::new(LinkedPeers::new()));
     let refresh_interval = (config.gossip_interval / 2).max(Duration::from_millis(10));
-    let shared = Shared { name, identity, models, executors, job_store, view_rx, connected_rx, refresh_interval };
-    let args = supervisor_args(&config, &env, &shared, &membership, view_tx, connected_tx);
+    let restarts = RestartCounter::default();
+    let telemetry = Arc::new(Telemetry::new(NodeCollector {
+        models: models.clone(),
+        view: view_rx.clone(),
+        jobs: job_store.clone(),
+        restarts: restarts.clone(),
+    }));
+    let peers: Arc<dyn PeerNet> = Arc::new(ClusterPeers::new(connected_rx.clone(), env.clock.clone()));
+    let peers = match &env.peer_layer {
+        Some(layer) => layer(peers),
+        None => peers,
+    };
+    let peers = PeerClient::new(peers, config.forward_timeout);
+    let shared = Shared {
+        name,
+        identity,
+        models,
+        executors,
+        job_store,
+        telemetry,
+        peers,
+        view_rx,
+        connected_rx,
+        refresh_interval,
+    };
+    let args = supervisor_args(&config, &env, &shared, &membership, view_tx, connected_tx, restarts);
     match assemble(config, env, shared, store, membership.clone(), info, args).await {
         Ok(node) => Ok(node),
         Err(error) => {
@@ -177,6 +203,7 @@ fn supervisor_args(
     membership: &Arc<Membership>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     connected_tx: watch::Sender<Arc<LinkedPeers>>,
+    restart_counter: RestartCounter,
 ) -> SupervisorArgs {
     let links = env.links.clone().map(|net| LinksArgs {
         name: shared.name.to_string(),
@@ -195,6 +222,7 @@ fn supervisor_args(
         clock: env.clock.clone(),
         rng: env.fork_rng(),
         policy: RestartPolicy::default(),
+        restart_counter,
         metrics: MetricsArgs {
             membership: membership.clone(),
             probe: env.probe.clone(),
@@ -213,6 +241,7 @@ fn supervisor_args(
             infer_timeout: config.infer_timeout,
             jobs: shared.job_store.clone(),
             clock: env.clock.clone(),
+            peers: shared.peers.clone(),
         }),
         links,
         executors: shared.executors.clone(),
@@ -230,30 +259,20 @@ async fn assemble(
     info: NodeInfo,
     args: SupervisorArgs,
 ) -> Result<NodeHandle> {
-    let peers: Arc<dyn PeerNet> = Arc::new(ClusterPeers::new(shared.connected_rx.clone(), env.clock.clone()));
-    let peers = match &env.peer_layer {
-        Some(layer) => layer(peers),
-        None => peers,
-    };
     let stale_after_ms =
         u64::try_from((config.gossip_interval * STALE_AFTER_INTERVALS).as_millis()).unwrap_or(u64::MAX);
-    let telemetry = Arc::new(Telemetry::new(NodeCollector {
-        models: shared.models.clone(),
-        view: shared.view_rx.clone(),
-        jobs: shared.job_store.clone(),
-    }));
     let routing = Arc::new(RoutingService::new(
         RoutingArgs {
             me: shared.name.to_string(),
             policy: config.policy,
             params: RouteParams { stale_after_ms },
-            peers: PeerClient::new(peers, config.forward_timeout),
+            peers: shared.peers.clone(),
             view: shared.view_rx.clone(),
             models: shared.models.clone(),
             infer_timeout: config.infer_timeout,
             max_attempts: config.max_forward_attempts.max(1),
             clock: env.clock.clone(),
-            telemetry: telemetry.clone(),
+            telemetry: shared.telemetry.clone(),
         },
         env.fork_rng(),
     ));
@@ -290,7 +309,7 @@ async fn assemble(
         routing,
         jobs,
         clock: env.clock,
-        telemetry,
+        telemetry: shared.telemetry,
         history,
         _history_task: history_task,
     })

@@ -9,10 +9,11 @@ use rand::rngs::StdRng;
 
 use crate::clock::Clock;
 use crate::executor::{ExecutorActor, ExecutorArgs};
-use crate::forward::{ForwardActor, ForwardArgs};
+use crate::forward::endpoint::{ForwardActor, ForwardArgs};
 use crate::links::{LinksActor, LinksArgs};
 use crate::metrics::{MetricsActor, MetricsArgs};
 use crate::restart::{RestartPolicy, RestartState};
+use crate::telemetry::RestartCounter;
 use crate::view::{ViewActor, ViewArgs};
 
 /// The kinds of children the supervisor keeps running.
@@ -44,6 +45,8 @@ pub(crate) struct SupervisorArgs {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: StdRng,
     pub(crate) policy: RestartPolicy,
+    /// Where each restart is counted (`/metrics`).
+    pub(crate) restart_counter: RestartCounter,
     pub(crate) metrics: MetricsArgs,
     pub(crate) view: ViewArgs,
     /// `None` runs the node without node-to-node links.
@@ -144,14 +147,16 @@ impl Actor for SupervisorActor {
 
 fn schedule_restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, kind: ChildKind, reason: &str) {
     let now = state.args.clock.now();
+    let model = match kind {
+        ChildKind::Executor(index) => state.args.executors.get(index).map(|args| args.model.spec.name.as_str()),
+        _ => None,
+    };
+    state.args.restart_counter.record(kind.as_str(), model);
     let restarts = state.restarts.entry(kind).or_default();
     let delay = restarts.failed(&state.args.policy, now, &mut state.args.rng);
     tracing::warn!(
         child = kind.as_str(),
-        executor_of = ?match kind {
-            ChildKind::Executor(index) => state.args.executors.get(index).map(|args| args.model.spec.name.clone()),
-            _ => None,
-        },
+        executor_of = ?model,
         reason,
         failures = restarts.consecutive_failures(),
         delay_ms = delay.as_millis() as u64,
@@ -179,7 +184,7 @@ async fn start_child(
         }
         ChildKind::Forward => {
             let Some(args) = state.args.forward.clone() else { return Ok(()) };
-            let name = crate::forward::endpoint_name(&args.node);
+            let name = crate::forward::messages::endpoint_name(&args.node);
             Actor::spawn_linked(Some(name), ForwardActor, args, supervisor).await?.0.get_cell()
         }
         ChildKind::Executor(index) => {

@@ -45,6 +45,25 @@ struct FailureLabels {
     reason: String,
 }
 
+/// Counts the supervisor's restarts of each actor, by actor and (for an
+/// executor) model: `gpumesh_actor_restarts_total`. An ordered map: no
+/// hashing state, so counting draws no randomness a simulation replays.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RestartCounter(Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>>);
+
+impl RestartCounter {
+    /// One restart of `actor` (serving `model`, for an executor).
+    pub(crate) fn record(&self, actor: &str, model: Option<&str>) {
+        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry((actor.to_string(), model.unwrap_or_default().to_string())).or_default() += 1;
+    }
+
+    fn counts(&self) -> Vec<((String, String), u64)> {
+        let counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(labels, count)| (labels.clone(), *count)).collect()
+    }
+}
+
 /// The metrics registry of one node.
 pub struct Telemetry {
     registry: Registry,
@@ -147,6 +166,7 @@ pub(crate) struct NodeCollector {
     pub(crate) models: Arc<Vec<Arc<ServedModel>>>,
     pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) jobs: DurableJobs,
+    pub(crate) restarts: RestartCounter,
 }
 
 impl std::fmt::Debug for NodeCollector {
@@ -197,6 +217,17 @@ impl Collector for NodeCollector {
             let mut family = encoder.encode_descriptor("batch_size", help, None, MetricType::Histogram)?;
             for m in models {
                 m.stats.batch_size.encode(family.encode_family(&model(m))?)?;
+            }
+            let help = "Batches that panicked per model on this node (their requests failed; the executor went on)";
+            let mut family = encoder.encode_descriptor("batch_panics", help, None, MetricType::Counter)?;
+            for m in models {
+                ConstCounter::new(m.stats.panics()).encode(family.encode_family(&model(m))?)?;
+            }
+            let help = "Actors the supervisor restarted after they stopped or crashed, by actor and model";
+            let mut family = encoder.encode_descriptor("actor_restarts", help, None, MetricType::Counter)?;
+            for ((actor, model), count) in self.restarts.counts() {
+                let labels = [("actor", actor), ("model", model)];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
         }
         let view = self.view.borrow().clone();

@@ -5,62 +5,120 @@ use std::fmt;
 
 use half::f16;
 
-/// The element types gpumesh serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DataType {
-    Bool,
-    Uint8,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Fp16,
-    Fp32,
-    Fp64,
+/// The one table of the element types gpumesh serves: the variant (of both
+/// [`DataType`] and [`TensorData`]), its wire code, its OIP v2 name and its
+/// Rust element type. Everything that maps between them is generated from
+/// it. Wire codes are written into forwarded requests and stored jobs:
+/// never renumber one; a new type takes a new code (a test pins them).
+macro_rules! datatypes {
+    ($($variant:ident = $code:literal, $name:literal, $element:ty;)*) => {
+        /// An element type.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum DataType {
+            $($variant,)*
+        }
+
+        impl DataType {
+            /// Every supported type, in the order of the table.
+            pub const ALL: [DataType; [$($code),*].len()] = [$(DataType::$variant,)*];
+
+            /// The OIP v2 name (`FP32`, `INT64`, ...).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+
+            /// The stable code of this type on the wire and on disk.
+            pub fn code(self) -> u8 {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            /// The type of a wire code.
+            pub fn from_code(code: u8) -> Option<Self> {
+                match code {
+                    $($code => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// Bytes per element in the binary tensor extension.
+            pub fn size_bytes(self) -> usize {
+                match self {
+                    $(Self::$variant => std::mem::size_of::<$element>(),)*
+                }
+            }
+        }
+
+        /// Elements of one tensor, row-major.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum TensorData {
+            $($variant(Vec<$element>),)*
+        }
+
+        impl TensorData {
+            /// An empty vector of `datatype` with room for `capacity` elements.
+            pub fn with_capacity(datatype: DataType, capacity: usize) -> Self {
+                match datatype {
+                    $(DataType::$variant => Self::$variant(Vec::with_capacity(capacity)),)*
+                }
+            }
+
+            pub fn datatype(&self) -> DataType {
+                match self {
+                    $(Self::$variant(_) => DataType::$variant,)*
+                }
+            }
+
+            fn decode_le(datatype: DataType, bytes: &[u8]) -> Result<Self, TensorError> {
+                Ok(match datatype {
+                    $(DataType::$variant => Self::$variant(decode_elements(bytes)?),)*
+                })
+            }
+
+            fn encode_le(&self, out: &mut Vec<u8>) {
+                match self {
+                    $(Self::$variant(v) => v.iter().for_each(|x| x.write_le(out)),)*
+                }
+            }
+
+            /// Elements `start..end` as a new vector.
+            pub fn slice(&self, start: usize, end: usize) -> Self {
+                match self {
+                    $(Self::$variant(v) => Self::$variant(v[start..end].to_vec()),)*
+                }
+            }
+
+            /// Appends `other`, which must have the same datatype.
+            pub fn extend(&mut self, other: &Self) -> Result<(), TensorError> {
+                match (self, other) {
+                    $((Self::$variant(a), Self::$variant(b)) => a.extend_from_slice(b),)*
+                    _ => return Err(TensorError::MixedTypes),
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+datatypes! {
+    Bool = 0, "BOOL", bool;
+    Uint8 = 1, "UINT8", u8;
+    Int8 = 2, "INT8", i8;
+    Int16 = 3, "INT16", i16;
+    Int32 = 4, "INT32", i32;
+    Int64 = 5, "INT64", i64;
+    Fp16 = 6, "FP16", f16;
+    Fp32 = 7, "FP32", f32;
+    Fp64 = 8, "FP64", f64;
 }
 
 impl DataType {
-    /// Every supported type, in the order errors list them.
-    pub const ALL: [DataType; 9] = [
-        DataType::Bool,
-        DataType::Uint8,
-        DataType::Int8,
-        DataType::Int16,
-        DataType::Int32,
-        DataType::Int64,
-        DataType::Fp16,
-        DataType::Fp32,
-        DataType::Fp64,
-    ];
-
-    /// The OIP v2 name (`FP32`, `INT64`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bool => "BOOL",
-            Self::Uint8 => "UINT8",
-            Self::Int8 => "INT8",
-            Self::Int16 => "INT16",
-            Self::Int32 => "INT32",
-            Self::Int64 => "INT64",
-            Self::Fp16 => "FP16",
-            Self::Fp32 => "FP32",
-            Self::Fp64 => "FP64",
-        }
-    }
-
     /// Parses an OIP v2 datatype name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|dt| dt.as_str() == name)
-    }
-
-    /// Bytes per element in the binary tensor extension.
-    pub fn size_bytes(self) -> usize {
-        match self {
-            Self::Bool | Self::Uint8 | Self::Int8 => 1,
-            Self::Int16 | Self::Fp16 => 2,
-            Self::Int32 | Self::Fp32 => 4,
-            Self::Int64 | Self::Fp64 => 8,
-        }
     }
 }
 
@@ -70,18 +128,42 @@ impl fmt::Display for DataType {
     }
 }
 
-/// Elements of one tensor, row-major.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TensorData {
-    Bool(Vec<bool>),
-    Uint8(Vec<u8>),
-    Int8(Vec<i8>),
-    Int16(Vec<i16>),
-    Int32(Vec<i32>),
-    Int64(Vec<i64>),
-    Fp16(Vec<f16>),
-    Fp32(Vec<f32>),
-    Fp64(Vec<f64>),
+/// An element as little-endian bytes (the binary tensor extension layout).
+trait Element: Sized {
+    fn read_le(bytes: &[u8]) -> Result<Self, TensorError>;
+    fn write_le(&self, out: &mut Vec<u8>);
+}
+
+macro_rules! numeric_elements {
+    ($($element:ty),*) => {$(
+        impl Element for $element {
+            fn read_le(bytes: &[u8]) -> Result<Self, TensorError> {
+                Ok(<$element>::from_le_bytes(bytes.try_into().unwrap_or_default()))
+            }
+            fn write_le(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+
+numeric_elements!(u8, i8, i16, i32, i64, f16, f32, f64);
+
+impl Element for bool {
+    fn read_le(bytes: &[u8]) -> Result<Self, TensorError> {
+        match bytes {
+            [0] => Ok(false),
+            [1] => Ok(true),
+            other => Err(TensorError::BadBool(other.first().copied().unwrap_or_default())),
+        }
+    }
+    fn write_le(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+}
+
+fn decode_elements<T: Element>(bytes: &[u8]) -> Result<Vec<T>, TensorError> {
+    bytes.chunks_exact(std::mem::size_of::<T>()).map(T::read_le).collect()
 }
 
 /// Applies `$body` to the vector inside any [`TensorData`] variant.
@@ -98,23 +180,6 @@ macro_rules! with_tensor_data {
             $crate::TensorData::Fp16($v) => $body,
             $crate::TensorData::Fp32($v) => $body,
             $crate::TensorData::Fp64($v) => $body,
-        }
-    };
-}
-
-/// Same as [`with_tensor_data`], rebuilding the same variant from `$body`.
-macro_rules! map_tensor_data {
-    ($data:expr, $v:ident => $body:expr) => {
-        match $data {
-            TensorData::Bool($v) => TensorData::Bool($body),
-            TensorData::Uint8($v) => TensorData::Uint8($body),
-            TensorData::Int8($v) => TensorData::Int8($body),
-            TensorData::Int16($v) => TensorData::Int16($body),
-            TensorData::Int32($v) => TensorData::Int32($body),
-            TensorData::Int64($v) => TensorData::Int64($body),
-            TensorData::Fp16($v) => TensorData::Fp16($body),
-            TensorData::Fp32($v) => TensorData::Fp32($body),
-            TensorData::Fp64($v) => TensorData::Fp64($body),
         }
     };
 }
@@ -140,35 +205,6 @@ impl TensorData {
         Self::with_capacity(datatype, 0)
     }
 
-    /// An empty vector of `datatype` with room for `capacity` elements.
-    pub fn with_capacity(datatype: DataType, capacity: usize) -> Self {
-        match datatype {
-            DataType::Bool => Self::Bool(Vec::with_capacity(capacity)),
-            DataType::Uint8 => Self::Uint8(Vec::with_capacity(capacity)),
-            DataType::Int8 => Self::Int8(Vec::with_capacity(capacity)),
-            DataType::Int16 => Self::Int16(Vec::with_capacity(capacity)),
-            DataType::Int32 => Self::Int32(Vec::with_capacity(capacity)),
-            DataType::Int64 => Self::Int64(Vec::with_capacity(capacity)),
-            DataType::Fp16 => Self::Fp16(Vec::with_capacity(capacity)),
-            DataType::Fp32 => Self::Fp32(Vec::with_capacity(capacity)),
-            DataType::Fp64 => Self::Fp64(Vec::with_capacity(capacity)),
-        }
-    }
-
-    pub fn datatype(&self) -> DataType {
-        match self {
-            Self::Bool(_) => DataType::Bool,
-            Self::Uint8(_) => DataType::Uint8,
-            Self::Int8(_) => DataType::Int8,
-            Self::Int16(_) => DataType::Int16,
-            Self::Int32(_) => DataType::Int32,
-            Self::Int64(_) => DataType::Int64,
-            Self::Fp16(_) => DataType::Fp16,
-            Self::Fp32(_) => DataType::Fp32,
-            Self::Fp64(_) => DataType::Fp64,
-        }
-    }
-
     pub fn len(&self) -> usize {
         with_tensor_data!(self, v => v.len())
     }
@@ -179,72 +215,16 @@ impl TensorData {
 
     /// Decodes little-endian bytes (the binary tensor extension layout).
     pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Result<Self, TensorError> {
-        let size = datatype.size_bytes();
-        if !bytes.len().is_multiple_of(size) {
+        if !bytes.len().is_multiple_of(datatype.size_bytes()) {
             return Err(TensorError::RaggedBytes { bytes: bytes.len(), datatype });
         }
-        macro_rules! decode {
-            ($variant:ident, $ty:ty) => {
-                TensorData::$variant(
-                    bytes.chunks_exact(size).map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
-                )
-            };
-        }
-        Ok(match datatype {
-            DataType::Bool => Self::Bool(
-                bytes
-                    .iter()
-                    .map(|&b| match b {
-                        0 => Ok(false),
-                        1 => Ok(true),
-                        other => Err(TensorError::BadBool(other)),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::Uint8 => Self::Uint8(bytes.to_vec()),
-            DataType::Int8 => decode!(Int8, i8),
-            DataType::Int16 => decode!(Int16, i16),
-            DataType::Int32 => decode!(Int32, i32),
-            DataType::Int64 => decode!(Int64, i64),
-            DataType::Fp16 => decode!(Fp16, f16),
-            DataType::Fp32 => decode!(Fp32, f32),
-            DataType::Fp64 => decode!(Fp64, f64),
-        })
+        Self::decode_le(datatype, bytes)
     }
 
     /// Appends the elements as little-endian bytes to `out`.
     pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
         out.reserve(self.len() * self.datatype().size_bytes());
-        match self {
-            Self::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
-            Self::Uint8(v) => out.extend_from_slice(v),
-            Self::Int8(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-            Self::Int16(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-            Self::Int32(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-            Self::Int64(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-            Self::Fp16(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-            Self::Fp32(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-            Self::Fp64(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-        }
-    }
-
-    /// Elements `start..end` as a new vector.
-    pub fn slice(&self, start: usize, end: usize) -> Self {
-        map_tensor_data!(self, v => v[start..end].to_vec())
-    }
-
-    /// Appends `other`, which must have the same datatype.
-    pub fn extend(&mut self, other: &Self) -> Result<(), TensorError> {
-        macro_rules! join {
-            ($($variant:ident),*) => {
-                match (self, other) {
-                    $((Self::$variant(a), Self::$variant(b)) => a.extend_from_slice(b),)*
-                    _ => return Err(TensorError::MixedTypes),
-                }
-            };
-        }
-        join!(Bool, Uint8, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64);
-        Ok(())
+        self.encode_le(out);
     }
 }
 
@@ -286,6 +266,30 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn wire_codes_are_pinned() {
+        // Forwarded requests and stored jobs carry these codes: changing one
+        // breaks every peer of another version and every job on disk.
+        let pinned = [
+            (DataType::Bool, 0, "BOOL", 1),
+            (DataType::Uint8, 1, "UINT8", 1),
+            (DataType::Int8, 2, "INT8", 1),
+            (DataType::Int16, 3, "INT16", 2),
+            (DataType::Int32, 4, "INT32", 4),
+            (DataType::Int64, 5, "INT64", 8),
+            (DataType::Fp16, 6, "FP16", 2),
+            (DataType::Fp32, 7, "FP32", 4),
+            (DataType::Fp64, 8, "FP64", 8),
+        ];
+        assert_eq!(DataType::ALL.len(), pinned.len());
+        for (datatype, code, name, size) in pinned {
+            assert_eq!((datatype.code(), datatype.as_str(), datatype.size_bytes()), (code, name, size), "{datatype:?}");
+            assert_eq!(DataType::from_code(code), Some(datatype));
+        }
+        assert_eq!(DataType::from_code(9), None);
+        assert_eq!(DataType::from_code(u8::MAX), None);
+    }
 
     #[test]
     fn datatype_names_round_trip() {

@@ -60,6 +60,12 @@ async fn crashed_metrics_actor_is_restarted_with_growing_backoff() {
         assert!(*gap >= minimum, "restart {k} came after {gap:?}, before its backoff of {minimum:?}: {gaps:?}");
     }
     assert!(gaps[2] < Duration::from_secs(2), "backoff far beyond its schedule: {gaps:?}");
+    let text = node.prometheus_text();
+    let restarts = text
+        .lines()
+        .find_map(|line| line.strip_prefix("gpumesh_actor_restarts_total{actor=\"metrics\",model=\"\"}"))
+        .and_then(|count| count.trim().parse::<u64>().ok());
+    assert!(restarts.is_some_and(|count| count >= 3), "restarts not counted in /metrics: {restarts:?}");
     let view = node.view();
     let me = view.member("solo").expect("self in view");
     assert_eq!(me.load.as_ref().map(|load| load.cpu.cores), Some(7), "load published between crashes");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use gpumesh_membership::ClusterSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 const DEFAULT_GOSSIP: &str = "127.0.0.1:7946";
@@ -18,11 +18,14 @@ const DEFAULT_DATA_DIR: &str = "./gpumesh-data";
 const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 200;
 const GOSSIP_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=60_000;
 
-/// Flags of `gpumesh node`; each is also an environment variable.
-#[derive(Args, Debug, Default)]
+/// Settings of `gpumesh node`: each is a flag, an environment variable and
+/// a key of the `--config` file (the field's name, `seed` for `--seed`).
+#[derive(Args, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct NodeArgs {
     /// TOML file with any of these settings (flags and env vars win).
     #[arg(long, env = "GPUMESH_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
     /// Node id, unique in the cluster [default: stored in the data dir, generated on first start].
     #[arg(long, env = "GPUMESH_NAME")]
@@ -41,6 +44,7 @@ pub(crate) struct NodeArgs {
     pub(crate) advertise_host: Option<String>,
     /// Gossip address of an existing node; repeat for several.
     #[arg(long = "seed", env = "GPUMESH_SEED", value_delimiter = ',', value_name = "HOST:PORT")]
+    #[serde(rename = "seed", default)]
     pub(crate) seeds: Vec<String>,
     /// Directory of the sled store and node identity [default: ./gpumesh-data].
     #[arg(long, env = "GPUMESH_DATA_DIR", value_name = "DIR")]
@@ -95,36 +99,6 @@ pub(crate) struct NodeArgs {
     pub(crate) idle_timeout_secs: Option<u64>,
 }
 
-/// The `--config` file: the same settings, snake_case keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    name: Option<String>,
-    http: Option<String>,
-    gossip: Option<String>,
-    cluster: Option<String>,
-    advertise_host: Option<String>,
-    #[serde(default)]
-    seed: Vec<String>,
-    data_dir: Option<PathBuf>,
-    models: Option<PathBuf>,
-    secret_file: Option<PathBuf>,
-    gossip_interval_ms: Option<u64>,
-    policy: Option<String>,
-    job_retention_secs: Option<u64>,
-    job_retention_max_jobs: Option<usize>,
-    api_token_file: Option<PathBuf>,
-    max_body_bytes: Option<usize>,
-    max_tensor_elements: Option<usize>,
-    max_inputs: Option<usize>,
-    max_connections: Option<usize>,
-    max_forward_attempts: Option<usize>,
-    idle_timeout_secs: Option<u64>,
-    cluster_tls_cert: Option<PathBuf>,
-    cluster_tls_key: Option<PathBuf>,
-    cluster_ca: Option<PathBuf>,
-}
-
 /// Validated settings of one node.
 #[derive(Debug)]
 pub(crate) struct NodeSettings {
@@ -150,92 +124,37 @@ impl NodeArgs {
     pub(crate) fn resolve(self) -> anyhow::Result<NodeSettings> {
         let file = match &self.config {
             Some(path) => read_file_config(path)?,
-            None => FileConfig::default(),
+            None => NodeArgs::default(),
         };
-        let name = self.name.or(file.name);
-        if let Some(name) = &name {
+        let args = self.over(file)?;
+        if let Some(name) = &args.name {
             gpumesh_membership::NodeName::new(name.as_str())?;
         }
-        let http_listen = parse_addr("--http", self.http.or(file.http).as_deref().unwrap_or(DEFAULT_HTTP))?;
-        let gossip_listen = parse_addr("--gossip", self.gossip.or(file.gossip).as_deref().unwrap_or(DEFAULT_GOSSIP))?;
-        let cluster_listen =
-            parse_addr("--cluster", self.cluster.or(file.cluster).as_deref().unwrap_or(DEFAULT_CLUSTER))?;
-        for (flag, addr) in [("--gossip", gossip_listen), ("--cluster", cluster_listen)] {
-            if addr.port() == 0 {
-                bail!("port 0 is not supported for {flag}: other nodes need a fixed port to reach this one");
-            }
-        }
-        let advertise_host = self.advertise_host.or(file.advertise_host);
-        if advertise_host.is_none()
-            && let Some(addr) = [http_listen, gossip_listen, cluster_listen].iter().find(|a| a.ip().is_unspecified())
-        {
-            bail!(
-                "{addr} listens on every interface; set --advertise-host to the address other nodes use to reach this machine"
-            );
-        }
-        let seeds = if self.seeds.is_empty() { file.seed } else { self.seeds };
-        for seed in &seeds {
+        let (http_listen, gossip_listen, cluster_listen) = args.listen_addresses()?;
+        for seed in &args.seeds {
             validate_seed(seed)?;
         }
         let gossip_interval_ms = bounded(
             "--gossip-interval-ms",
-            self.gossip_interval_ms.or(file.gossip_interval_ms),
+            args.gossip_interval_ms,
             DEFAULT_GOSSIP_INTERVAL_MS,
             GOSSIP_INTERVAL_MS_RANGE,
         )?;
-        let secret = self.secret_file.or(file.secret_file).map(|path| read_secret(&path)).transpose()?;
-        let policy = match self.policy.or(file.policy) {
+        let secret = args.secret_file.as_deref().map(read_secret).transpose()?;
+        let policy = match &args.policy {
             Some(text) => text.parse().map_err(|error: String| anyhow::anyhow!("--policy: {error}"))?,
             None => gpumesh_actors::Policy::Eta,
         };
-        let job_retention = resolve_retention(
-            self.job_retention_secs.or(file.job_retention_secs),
-            self.job_retention_max_jobs.or(file.job_retention_max_jobs),
-        )?;
-        let tokens = match self.api_token_file.or(file.api_token_file) {
-            Some(path) => gpumesh_web::ApiTokens::new(read_tokens(&path)?),
-            None => gpumesh_web::ApiTokens::default(),
-        };
-        let defaults = gpumesh_web::Limits::default();
-        let limits = gpumesh_web::Limits {
-            max_body_bytes: bounded(
-                "--max-body-bytes",
-                self.max_body_bytes.or(file.max_body_bytes),
-                defaults.max_body_bytes,
-                1024..=1 << 32,
-            )?,
-            max_tensor_elements: bounded(
-                "--max-tensor-elements",
-                self.max_tensor_elements.or(file.max_tensor_elements),
-                defaults.max_tensor_elements,
-                1..=1 << 31,
-            )?,
-            max_inputs: bounded("--max-inputs", self.max_inputs.or(file.max_inputs), defaults.max_inputs, 1..=4096)?,
-        };
-        let max_connections = bounded(
-            "--max-connections",
-            self.max_connections.or(file.max_connections),
-            gpumesh_web::DEFAULT_MAX_CONNECTIONS,
-            1..=1_000_000,
-        )?;
+        let job_retention = resolve_retention(args.job_retention_secs, args.job_retention_max_jobs)?;
+        let http = args.http_options()?;
         let max_forward_attempts = bounded(
             "--max-forward-attempts",
-            self.max_forward_attempts.or(file.max_forward_attempts),
+            args.max_forward_attempts,
             gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
             1..=16,
         )?;
-        let idle_timeout_secs = bounded(
-            "--idle-timeout-secs",
-            self.idle_timeout_secs.or(file.idle_timeout_secs),
-            gpumesh_web::DEFAULT_IDLE_TIMEOUT_SECS,
-            1..=86_400,
-        )?;
-        let cluster_tls = resolve_tls(
-            self.cluster_tls_cert.or(file.cluster_tls_cert),
-            self.cluster_tls_key.or(file.cluster_tls_key),
-            self.cluster_ca.or(file.cluster_ca),
-        )?;
-        let models = match crate::models::registry_path(self.models.or(file.models).as_deref()) {
+        let cluster_tls = resolve_tls(args.cluster_tls_cert, args.cluster_tls_key, args.cluster_ca)?;
+        let models = match crate::models::registry_path(args.models.as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
             None => {
                 tracing::warn!(
@@ -245,26 +164,89 @@ impl NodeArgs {
             }
         };
         Ok(NodeSettings {
-            name,
             http_listen,
             gossip_listen,
             cluster_listen,
-            advertise_host,
-            seeds,
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             secret,
             gossip_interval: Duration::from_millis(gossip_interval_ms),
             models,
             policy,
             job_retention,
-            http: gpumesh_web::HttpOptions {
-                limits,
-                tokens,
-                max_connections,
-                idle_timeout: Duration::from_secs(idle_timeout_secs),
-            },
+            http,
             max_forward_attempts,
             cluster_tls,
+            data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            name: args.name,
+            advertise_host: args.advertise_host,
+            seeds: args.seeds,
+        })
+    }
+
+    /// These settings, each one not given taken from `file`: both are
+    /// seen as maps of keys to values, and every given value of this one
+    /// (not null, not an empty list) replaces the file's.
+    fn over(self, file: NodeArgs) -> anyhow::Result<NodeArgs> {
+        let serde_json::Value::Object(given) = serde_json::to_value(&self)? else {
+            bail!("settings did not serialize as a map")
+        };
+        let mut merged = serde_json::to_value(&file)?;
+        for (key, value) in given {
+            let unset = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+            if !unset {
+                merged[key] = value;
+            }
+        }
+        let mut args: NodeArgs = serde_json::from_value(merged)?;
+        args.config = self.config;
+        Ok(args)
+    }
+
+    /// The HTTP, gossip and cluster listen addresses, checked together.
+    fn listen_addresses(&self) -> anyhow::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        let http_listen = parse_addr("--http", self.http.as_deref().unwrap_or(DEFAULT_HTTP))?;
+        let gossip_listen = parse_addr("--gossip", self.gossip.as_deref().unwrap_or(DEFAULT_GOSSIP))?;
+        let cluster_listen = parse_addr("--cluster", self.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER))?;
+        for (flag, addr) in [("--gossip", gossip_listen), ("--cluster", cluster_listen)] {
+            if addr.port() == 0 {
+                bail!("port 0 is not supported for {flag}: other nodes need a fixed port to reach this one");
+            }
+        }
+        if self.advertise_host.is_none()
+            && let Some(addr) = [http_listen, gossip_listen, cluster_listen].iter().find(|a| a.ip().is_unspecified())
+        {
+            bail!(
+                "{addr} listens on every interface; set --advertise-host to the address other nodes use to reach this machine"
+            );
+        }
+        Ok((http_listen, gossip_listen, cluster_listen))
+    }
+
+    /// Tokens, request limits and connection bounds of the HTTP API.
+    fn http_options(&self) -> anyhow::Result<gpumesh_web::HttpOptions> {
+        let tokens = match &self.api_token_file {
+            Some(path) => gpumesh_web::ApiTokens::new(read_tokens(path)?),
+            None => gpumesh_web::ApiTokens::default(),
+        };
+        let defaults = gpumesh_web::Limits::default();
+        let limits = gpumesh_web::Limits {
+            max_body_bytes: bounded("--max-body-bytes", self.max_body_bytes, defaults.max_body_bytes, 1024..=1 << 32)?,
+            max_tensor_elements: bounded(
+                "--max-tensor-elements",
+                self.max_tensor_elements,
+                defaults.max_tensor_elements,
+                1..=1 << 31,
+            )?,
+            max_inputs: bounded("--max-inputs", self.max_inputs, defaults.max_inputs, 1..=4096)?,
+        };
+        let max_connections =
+            bounded("--max-connections", self.max_connections, gpumesh_web::DEFAULT_MAX_CONNECTIONS, 1..=1_000_000)?;
+        let idle_timeout_secs =
+            bounded("--idle-timeout-secs", self.idle_timeout_secs, gpumesh_web::DEFAULT_IDLE_TIMEOUT_SECS, 1..=86_400)?;
+        Ok(gpumesh_web::HttpOptions {
+            limits,
+            tokens,
+            max_connections,
+            idle_timeout: Duration::from_secs(idle_timeout_secs),
         })
     }
 }
@@ -341,7 +323,7 @@ fn resolve_retention(secs: Option<u64>, max_jobs: Option<usize>) -> anyhow::Resu
     Ok(gpumesh_storage::jobs::Retention { max_age_ms, max_finished })
 }
 
-fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file_config(path: &Path) -> anyhow::Result<NodeArgs> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}: check the path given to --config", path.display()))?;
     toml::from_str(&text).map_err(|error| {
@@ -402,11 +384,19 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(
             &path,
-            "name = \"from-file\"\nhttp = \"127.0.0.1:9000\"\ngossip_interval_ms = 50\nseed = [\"127.0.0.1:1234\"]\njob_retention_secs = 60\n",
+            "name = \"from-file\"\nhttp = \"127.0.0.1:9000\"\ngossip_interval_ms = 50\nseed = [\"127.0.0.1:1234\"]\njob_retention_secs = 60\nmax_forward_attempts = 5\nmax_inputs = 9\npolicy = \"random\"\n",
         )
         .expect("write");
-        let args = NodeArgs { config: Some(path), name: Some("from-flag".into()), ..NodeArgs::default() };
+        let args = NodeArgs {
+            config: Some(path),
+            name: Some("from-flag".into()),
+            policy: Some("least-queue".into()),
+            ..NodeArgs::default()
+        };
         let settings = args.resolve().expect("valid");
+        assert_eq!(settings.max_forward_attempts, 5);
+        assert_eq!(settings.http.limits.max_inputs, 9);
+        assert_eq!(settings.policy, gpumesh_actors::Policy::LeastQueue, "the flag wins over the file");
         assert_eq!(settings.name.as_deref(), Some("from-flag"));
         assert_eq!(settings.http_listen.port(), 9000);
         assert_eq!(settings.gossip_interval, Duration::from_millis(50));

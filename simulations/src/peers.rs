@@ -109,6 +109,7 @@ fn kind(call: &PeerCall) -> &'static str {
         PeerCall::JobStatus(_) => "job",
         PeerCall::HeldResult(_) => "held",
         PeerCall::ReleaseResult(_) => "release",
+        PeerCall::JobStarted { .. } => "started",
     }
 }
 

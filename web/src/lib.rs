@@ -13,8 +13,9 @@
 //!   `listener`: the connection limit.
 //! - `error`: the JSON error shape every 4xx/5xx uses.
 //!
-//! Depends on gpumesh-actors (the node handle) and gpumesh-membership (view
-//! types). axum is used only here.
+//! May depend on gpumesh-actors (the node handle and the request types),
+//! gpumesh-membership (view types) and gpumesh-storage (job records), not
+//! on node or simulations. axum is used only here.
 
 mod auth;
 mod cluster;
@@ -39,13 +40,14 @@ pub use auth::ApiTokens;
 pub use cluster::{ClusterResponse, cluster_response};
 pub use error::ApiError;
 pub use limits::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, HttpOptions, Limits};
+pub use oip::{DecodeError, InputError};
 
 /// Entry points for the fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzzing {
     /// Decodes an inference request body (JSON, or the binary extension when
     /// `header_len` is given) as `POST /v2/models/{model}/infer` does.
-    pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> Result<(), String> {
+    pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> Result<(), crate::DecodeError> {
         crate::oip::decode_with_default_limits(body, header_len)
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::executor::batch::{BatchPolicy, BatchQueue, QueueFull, group_by_key};
 use crate::executor::validate::{batch_key, join_inputs, split_outputs, validate_request};
-use crate::executor::{InferError, InferRequest, InferResponse, ServedModel};
+use crate::executor::{InferError, InferRequest, InferResponse, ServedModel, Started};
 use crate::tensor::Tensor;
 
 /// Serves one model.
@@ -33,7 +33,8 @@ pub(crate) type InferReply = RpcReplyPort<Result<InferResponse, InferError>>;
 
 /// Messages of the executor actor.
 pub(crate) enum ExecutorMsg {
-    Infer(InferRequest, InferReply),
+    /// Run a request; the sender fires when its batch starts.
+    Infer(InferRequest, Option<Started>, InferReply),
     /// The oldest queued request has waited long enough.
     Wake,
     /// The running batch has finished.
@@ -45,6 +46,7 @@ impl ractor::Message for ExecutorMsg {}
 struct Job {
     request: InferRequest,
     rows: usize,
+    started: Option<Started>,
     reply: InferReply,
 }
 
@@ -90,7 +92,7 @@ impl Actor for ExecutorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ExecutorMsg::Infer(request, reply) => enqueue(state, request, reply),
+            ExecutorMsg::Infer(request, started, reply) => enqueue(state, request, started, reply),
             ExecutorMsg::Wake => state.wake_at = None,
             ExecutorMsg::BatchDone => {
                 state.busy = false;
@@ -102,7 +104,7 @@ impl Actor for ExecutorActor {
     }
 }
 
-fn enqueue(state: &mut ExecutorState, mut request: InferRequest, reply: InferReply) {
+fn enqueue(state: &mut ExecutorState, mut request: InferRequest, started: Option<Started>, reply: InferReply) {
     let model = &state.args.model;
     let synthetic = model.spec.kind.is_synthetic();
     let rows = match validate_request(&model.spec, &model.metadata, synthetic, state.args.batching, &mut request) {
@@ -114,7 +116,7 @@ fn enqueue(state: &mut ExecutorState, mut request: InferRequest, reply: InferRep
     };
     let priority = request.priority;
     let now = state.args.clock.now();
-    if let Err(QueueFull(job)) = state.queue.push(Job { request, rows, reply }, rows, priority, now) {
+    if let Err(QueueFull(job)) = state.queue.push(Job { request, rows, started, reply }, rows, priority, now) {
         let retry_after_ms = (model.stats.service_ms_per_item() * state.queue.len() as f64).ceil().max(1.0) as u64;
         let _ = job.reply.send(Err(InferError::QueueFull {
             model: model.spec.name.clone(),
@@ -158,6 +160,9 @@ async fn run_batch(model: &ServedModel, clock: &Arc<dyn Clock>, batch: Vec<(Job,
     let mut replies = Vec::with_capacity(requests);
     let mut work = Vec::with_capacity(requests);
     for (index, (job, queued)) in batch.into_iter().enumerate() {
+        if let Some(started) = job.started {
+            let _ = started.send(());
+        }
         replies.push(Some(job.reply));
         work.push(Work { index, request: job.request, rows: job.rows, queued });
     }

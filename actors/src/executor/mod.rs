@@ -342,18 +342,23 @@ pub(crate) async fn load_models(
     Ok(loaded)
 }
 
-/// Sends `request` to the model's executor and waits up to `timeout`.
+/// Fires when the batch a request runs in starts running.
+pub type Started = tokio::sync::oneshot::Sender<()>;
+
+/// Sends `request` to the model's executor and waits up to `timeout`;
+/// `started` fires when its batch starts (dropped unfired if it never does).
 pub(crate) async fn infer(
     model: &ServedModel,
     request: InferRequest,
     timeout: Duration,
+    started: Option<Started>,
 ) -> Result<InferResponse, InferError> {
     let executor = model.executor.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let Some(executor) = executor else {
         return Err(InferError::Unavailable(format!("model {} is restarting; retry in a moment", model.spec.name)));
     };
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    match executor.call(|reply| ExecutorMsg::Infer(request, reply), Some(timeout)).await {
+    match executor.call(|reply| ExecutorMsg::Infer(request, started, reply), Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(result)) => result,
         Ok(ractor::rpc::CallResult::Timeout) => {
             Err(InferError::Unavailable(format!("model {} did not answer within {timeout_ms} ms", model.spec.name)))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc};
 use crate::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
-use crate::forward::{ForwardReply, ForwardRequest};
+use crate::forward::wire::{ForwardReply, ForwardRequest};
 
 /// Calls to peers, each bounded by one timeout.
 #[derive(Clone)]
@@ -89,5 +89,12 @@ impl PeerClient {
     /// retention drops what is never released).
     pub async fn release_result(&self, target: &str, id: &str) {
         let _ = self.call(target, PeerCall::ReleaseResult(id.to_string())).await;
+    }
+
+    /// Tells `owner` that its job `id` started running on `node` (best
+    /// effort: the job's completion is what counts).
+    pub async fn job_started(&self, owner: &str, id: &str, node: &str) {
+        let call = PeerCall::JobStarted { id: id.to_string(), node: node.to_string() };
+        let _ = self.call(owner, call).await;
     }
 }

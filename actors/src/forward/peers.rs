@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 
-use crate::forward::{ForwardMsg, ForwardReply, ForwardRequest, is_endpoint_of};
+use crate::forward::messages::{ForwardMsg, is_endpoint_of};
+use crate::forward::wire::{ForwardReply, ForwardRequest};
 use crate::links::LinkedPeers;
 
 /// Longest wait for a linked peer's forward endpoint to appear.
@@ -33,6 +34,11 @@ pub enum PeerCall {
     HeldResult(String),
     /// The owner has a job's result: drop the one held (no answer).
     ReleaseResult(String),
+    /// A job the target owns started running on `node` (no answer).
+    JobStarted {
+        id: String,
+        node: String,
+    },
 }
 
 /// What a peer answered.
@@ -85,6 +91,10 @@ async fn deliver(
         PeerCall::HeldResult(id) => rpc.call(|reply| ForwardMsg::HeldResult(id, reply)).await.map(PeerAnswer::Bytes),
         PeerCall::ReleaseResult(id) => endpoint
             .cast(ForwardMsg::ReleaseResult(id))
+            .map(|()| PeerAnswer::Done)
+            .map_err(|_| PeerError::Failed(node.to_string())),
+        PeerCall::JobStarted { id, node: runner } => endpoint
+            .cast(ForwardMsg::JobStarted(id, runner))
             .map(|()| PeerAnswer::Done)
             .map_err(|_| PeerError::Failed(node.to_string())),
     }
@@ -156,8 +166,8 @@ impl ClusterPeers {
 impl PeerNet for ClusterPeers {
     async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError> {
         let endpoint = match &call {
-            // Releasing is best effort: no waiting for a link.
-            PeerCall::ReleaseResult(_) => self.endpoint_now(target),
+            // News without an answer is best effort: no waiting for a link.
+            PeerCall::ReleaseResult(_) | PeerCall::JobStarted { .. } => self.endpoint_now(target),
             _ => self.endpoint(target).await,
         };
         let Some(endpoint) = endpoint else { return Err(PeerError::NoLink(target.to_string())) };

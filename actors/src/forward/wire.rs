@@ -64,7 +64,7 @@ impl Writer {
         self.u32(u32::try_from(tensors.len()).unwrap_or(u32::MAX));
         for tensor in tensors {
             self.str(&tensor.name);
-            self.u8(datatype_code(tensor.datatype()));
+            self.u8(tensor.datatype().code());
             self.u8(u8::try_from(tensor.shape.len()).unwrap_or(u8::MAX));
             for &dim in &tensor.shape {
                 self.u64(dim as u64);
@@ -114,7 +114,7 @@ impl<'a> Reader<'a> {
         let mut tensors = Vec::with_capacity(count);
         for _ in 0..count {
             let name = self.str()?;
-            let datatype = datatype_from_code(self.u8()?).ok_or("unknown datatype code")?;
+            let datatype = DataType::from_code(self.u8()?).ok_or("unknown datatype code")?;
             let rank = usize::from(self.u8()?);
             if rank > MAX_RANK {
                 return Err(format!("rank {rank} is more than {MAX_RANK}"));
@@ -135,14 +135,6 @@ impl<'a> Reader<'a> {
     fn finish(&self) -> Result<(), String> {
         if self.0.is_empty() { Ok(()) } else { Err(format!("{} trailing bytes", self.0.len())) }
     }
-}
-
-fn datatype_code(datatype: DataType) -> u8 {
-    DataType::ALL.iter().position(|dt| *dt == datatype).map_or(u8::MAX, |i| i as u8)
-}
-
-fn datatype_from_code(code: u8) -> Option<DataType> {
-    DataType::ALL.get(usize::from(code)).copied()
 }
 
 impl ForwardRequest {

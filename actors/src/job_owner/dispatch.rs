@@ -108,7 +108,16 @@ impl Owner {
             tracing::error!(job = %job.id, %error, "the job store cannot flush; the job resumes at the next start");
             return None;
         }
-        let result = self.routing.run_on(target, model, Some(&job.id), request).await;
+        // A run here reports its start through `started`; a remote node
+        // tells this owner over the link (the forward endpoint records it).
+        let (started, on_start) = tokio::sync::oneshot::channel();
+        let run = self.routing.run_on(target, model, Some(&job.id), request, Some(started));
+        let record_start = async {
+            if on_start.await.is_ok() {
+                self.record(&job.id, JobEvent::Started { node: target.to_string() });
+            }
+        };
+        let (result, ()) = tokio::join!(run, record_start);
         Some(Outcome::Ran(result.map(|(node, response)| {
             let outputs = ForwardReply::Done { node: node.clone(), response }.encode();
             (node, outputs)

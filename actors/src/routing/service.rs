@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc, ServedModel};
+use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc, ServedModel, Started};
 use crate::forward::client::PeerClient;
 use crate::routing::candidates::{LocalModel, Reachability, candidates, known_anywhere};
 use crate::routing::policy::{Decision, Policy, Requirements, RouteParams, RouterState, decide};
@@ -121,8 +121,17 @@ impl RoutingService {
 
     /// Runs `request` on model `name` here.
     pub async fn infer_here(&self, name: &str, request: InferRequest) -> Result<InferResponse, InferError> {
+        self.infer_local(name, request, None).await
+    }
+
+    async fn infer_local(
+        &self,
+        name: &str,
+        request: InferRequest,
+        started: Option<Started>,
+    ) -> Result<InferResponse, InferError> {
         let model = self.model(name).ok_or_else(|| InferError::UnknownModel(name.to_string()))?;
-        crate::executor::infer(model, request, self.args.infer_timeout).await
+        crate::executor::infer(model, request, self.args.infer_timeout, started).await
     }
 
     /// Runs `request` on the node the policy picks: here, or forwarded over
@@ -156,7 +165,7 @@ impl RoutingService {
         loop {
             tried.attempts += 1;
             let target = self.choose(model, requirements, tried.attempts, tried.last_error.as_ref(), &tried.avoid)?;
-            let error = match self.run_on(&target, model, None, request.clone()).await {
+            let error = match self.run_on(&target, model, None, request.clone(), None).await {
                 Ok((node, response)) => {
                     let route = if node == me { vec![node.clone()] } else { vec![me.to_string(), node.clone()] };
                     return Ok(Routed { response, route, node });
@@ -235,18 +244,20 @@ impl RoutingService {
     /// Runs `request` on `target` (here, or forwarded); returns the node that
     /// executed it. A failed forward puts the target in a cooldown (see
     /// `retry`). `job` names the job it runs for: a remote target keeps the
-    /// result until the owner has it.
+    /// result until the owner has it, and tells the owner when the job
+    /// starts; here, `started` fires then.
     pub async fn run_on(
         &self,
         target: &str,
         model: &str,
         job: Option<&str>,
         request: InferRequest,
+        started: Option<Started>,
     ) -> Result<(String, InferResponse), InferError> {
         let me = self.args.me.as_str();
         let here = target == me;
         let result = if here {
-            self.infer_here(model, request).await.map(|response| (me.to_string(), response))
+            self.infer_local(model, request, started).await.map(|response| (me.to_string(), response))
         } else {
             // A target that stops answering without closing its link (a
             // partition, a paused process) is given up on as soon as

@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
 use decode::decode;
+pub use decode::{DecodeError, InputError};
 use encode::{Provenance, encode};
 
 /// Decodes `body` as the infer endpoint does, with the default limits;
-/// `Err` is the 400 message. For the fuzz targets.
-pub(crate) fn decode_with_default_limits(body: &[u8], header_len: Option<usize>) -> Result<(), String> {
+/// `Err` is what the 400 says. For the fuzz targets.
+pub(crate) fn decode_with_default_limits(body: &[u8], header_len: Option<usize>) -> Result<(), DecodeError> {
     decode(body, header_len, &crate::Limits::default()).map(drop)
 }
 
@@ -121,7 +122,7 @@ pub(crate) async fn read_request(
     } else {
         decode(&bytes, header_len, limits)
     }
-    .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))
+    .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))
 }
 
 /// `POST /v2/models/{model}/infer`.
