@@ -119,15 +119,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
     )?;
     let name = NodeName::new(identity.name.clone())?;
     let job_store = open_jobs(&store, &env.job_storage)?;
-    let has_gpu = !(env.probe)().sample().gpus.is_empty();
-    let loaded = load_models(&config.models, &config.ort_library_candidates, has_gpu, &env.gpu_faults)
-        .await
-        .map_err(Error::Models)?;
-    let executors: Vec<ExecutorArgs> = loaded
-        .iter()
-        .map(|l| ExecutorArgs { model: l.model.clone(), clock: env.clock.clone(), batching: l.batching })
-        .collect();
-    let models: Arc<Vec<Arc<ServedModel>>> = Arc::new(loaded.into_iter().map(|l| l.model).collect());
+    let (executors, models) = serve_models(&config, &env).await?;
     tracing::info!(node = %name, generation = identity.generation, new = identity.created, "node identity");
     let info = NodeInfo {
         http_addr: config.http_advertise,
@@ -156,12 +148,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         jobs: job_store.clone(),
         restarts: restarts.clone(),
     }));
-    let peers: Arc<dyn PeerNet> = Arc::new(ClusterPeers::new(connected_rx.clone(), env.clock.clone()));
-    let peers = match &env.peer_layer {
-        Some(layer) => layer(peers),
-        None => peers,
-    };
-    let peers = PeerClient::new(peers, config.forward_timeout);
+    let peers = peer_client(&env, connected_rx.clone(), config.forward_timeout);
     let shared = Shared {
         name,
         identity,
@@ -182,6 +169,31 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
             Err(error)
         }
     }
+}
+
+/// Loads the registry's models (those this node's hardware can run) and
+/// the arguments of their executors.
+async fn serve_models(config: &NodeConfig, env: &NodeEnv) -> Result<(Vec<ExecutorArgs>, Arc<Vec<Arc<ServedModel>>>)> {
+    let has_gpu = !(env.probe)().sample().gpus.is_empty();
+    let loaded = load_models(&config.models, &config.ort_library_candidates, has_gpu, &env.gpu_faults)
+        .await
+        .map_err(Error::Models)?;
+    let executors = loaded
+        .iter()
+        .map(|l| ExecutorArgs { model: l.model.clone(), clock: env.clock.clone(), batching: l.batching })
+        .collect();
+    Ok((executors, Arc::new(loaded.into_iter().map(|l| l.model).collect())))
+}
+
+/// Calls to peers over this node's links (through the environment's layer,
+/// where it has one), each bounded by `timeout`.
+fn peer_client(env: &NodeEnv, links: watch::Receiver<Arc<LinkedPeers>>, timeout: Duration) -> PeerClient {
+    let peers: Arc<dyn PeerNet> = Arc::new(ClusterPeers::new(links, env.clock.clone()));
+    let peers = match &env.peer_layer {
+        Some(layer) => layer(peers),
+        None => peers,
+    };
+    PeerClient::new(peers, timeout)
 }
 
 fn open_jobs(store: &NodeStore, storage: &JobStorage) -> Result<DurableJobs> {

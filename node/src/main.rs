@@ -5,6 +5,9 @@
 //! `infer_cmd` and `bench` (clients, sharing `client`), `net` (address
 //! checks). Only this crate has `main`, clap, config files,
 //! signal handling and the log subscriber.
+//!
+//! May depend on every workspace crate but gpumesh-sim; it wires them
+//! together and owns no decision of its own.
 
 mod bench;
 mod client;

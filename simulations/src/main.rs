@@ -3,7 +3,13 @@
 //!
 //! Layout: `scenario` (files), `host` (one simulated node), `net` (gossip
 //! over simulated UDP), `world` (the driver), `checks` (invariants and
-//! measurements), `report`, `entropy` (seeded process randomness).
+//! measurements), `report`, `entropy` (seeded process randomness),
+//! `store` (the simulated job store and its fault model), `peers` and
+//! `workload`.
+//!
+//! May depend on gpumesh-actors, gpumesh-membership and gpumesh-storage: it
+//! starts nodes through `start_node` like `gpumesh node` does, replacing
+//! only the network, clock, disk and GPU service time through their seams.
 
 mod checks;
 mod entropy;

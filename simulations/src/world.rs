@@ -56,19 +56,86 @@ const TCP_CAPACITY_PER_NODE: usize = 64;
 /// Simulated disk latency of one flush.
 const FLUSH_LATENCY: Duration = Duration::from_millis(5);
 
+/// What the driver shares with every host, made once per run.
+struct Shared {
+    registry: Registry,
+    mailbox: Mailbox,
+    work: WorkLog,
+    ledger: Ledger,
+    names: Vec<String>,
+    stores: BTreeMap<String, SimJobStore>,
+    /// A node's GPU keeps its faults across the node's restarts.
+    gpus: BTreeMap<String, Arc<GpuFaults>>,
+}
+
+/// What the driver learns from the faults it applies.
+#[derive(Default)]
+struct Outages {
+    observers: BTreeMap<String, Observer>,
+    /// Per node, the spans it was down (the last one open while it is).
+    downtimes: BTreeMap<String, Vec<(u64, u64)>>,
+    /// Nodes restarted without their disk.
+    wiped: std::collections::BTreeSet<String>,
+}
+
 /// Runs `scenario` to its end, recording events in `trace`.
 pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) -> anyhow::Result<RunOutput> {
     let data = tempfile::tempdir().context("cannot create a temporary dir for the nodes' data")?;
+    // The order things are made in is part of the run: keep it.
     let registry: Registry = Arc::new(Mutex::new(BTreeMap::new()));
     let mailbox = Mailbox::new(options.seed);
-    let work = WorkLog::default();
-    let ledger = Ledger::default();
+    let (work, ledger) = (WorkLog::default(), Ledger::default());
+    let mut sim = build_sim(scenario, options.seed);
+    let names: Vec<String> = scenario.nodes.iter().map(|node| node.name.clone()).collect();
+    let stores = names.iter().map(|name| (name.clone(), SimJobStore::default())).collect();
+    let gpus = names.iter().map(|name| (name.clone(), Arc::default())).collect();
+    let shared = Shared { registry, mailbox, work, ledger, names, stores, gpus };
+    add_hosts(&mut sim, scenario, options, &shared, data.path(), trace);
+    let (faults, calm_from) = schedule_faults(scenario, options.seed);
+    let mut faults = faults.into_iter().peekable();
+    let mut checker = Checker::new(scenario.bounds, shared.names.clone());
+    let mut jobs = JobChecker::default();
+    let mut outages = Outages::default();
+    let mut now_ms = 0;
+    while now_ms < scenario.duration_ms {
+        while let Some(fault) = faults.next_if(|fault| fault.at_ms <= now_ms) {
+            trace.record_at(now_ms, format_args!("fault {:?}", fault.action));
+            apply_fault(&mut sim, &fault.action, &shared.names, &shared.mailbox, &shared.gpus)?;
+            outages.after(&fault.action, now_ms, &shared, data.path())?;
+            checker.on_fault(now_ms, &fault.action);
+        }
+        sim.step().map_err(|error| anyhow::anyhow!("simulation stopped at {now_ms} ms: {error}"))?;
+        now_ms = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+        observe(&shared.registry, &mut outages.observers, &mut checker, trace, now_ms);
+        checker.evaluate(now_ms);
+        jobs.observe(&shared.stores);
+    }
+    checker.finish();
+    let deadline_unix_ms = EPOCH_SECS * 1000 + calm_from + scenario.bounds.jobs_ms;
+    let ledger = shared.ledger.lock();
+    let counts = jobs.finish(&ledger, &shared.stores, deadline_unix_ms, &outages.wiped);
+    let mut failures = std::mem::take(&mut jobs.failures);
+    failures.extend(ledger.failures.iter().cloned());
+    let sent = shared.work.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    failures.extend(late_work(&sent, &outages.downtimes, scenario.bounds.detect_ms));
+    Ok(RunOutput {
+        checker,
+        sim_ms: now_ms,
+        jobs: counts,
+        failures,
+        latencies_ms: ledger.sync_latencies_ms.clone(),
+        sync_errors: ledger.sync_errors,
+    })
+}
+
+/// The turmoil simulation of `scenario`, without hosts.
+fn build_sim(scenario: &Scenario, seed: u64) -> turmoil::Sim<'static> {
     let mut sim_builder = turmoil::Builder::new();
     sim_builder
         .simulation_duration(Duration::from_millis(scenario.duration_ms + 60_000))
         .tick_duration(Duration::from_millis(scenario.tick_ms))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-        .rng_seed(options.seed)
+        .rng_seed(seed)
         .min_message_latency(Duration::ZERO)
         .max_message_latency(DEFAULT_MAX_LATENCY)
         // Every node dials every other at start: room for all their handshakes.
@@ -77,12 +144,20 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         // ractor_cluster's node servers bind a (real, unused) listener.
         sim_builder.enable_tokio_io();
     }
-    let mut sim = sim_builder.build();
-    let names: Vec<String> = scenario.nodes.iter().map(|node| node.name.clone()).collect();
-    let stores: BTreeMap<String, SimJobStore> =
-        names.iter().map(|name| (name.clone(), SimJobStore::default())).collect();
-    // A node's GPU keeps its faults across the node's restarts.
-    let gpus: BTreeMap<String, Arc<GpuFaults>> = names.iter().map(|name| (name.clone(), Arc::default())).collect();
+    sim_builder.build()
+}
+
+/// One host per node of `scenario`; the nodes not kept quiet run the
+/// workload's clients, sharing its rate.
+fn add_hosts(
+    sim: &mut turmoil::Sim<'static>,
+    scenario: &Scenario,
+    options: RunOptions,
+    shared: &Shared,
+    data: &std::path::Path,
+    trace: &TraceLog,
+) {
+    let names = &shared.names;
     let clients: Vec<&String> = match &scenario.workload {
         Some(workload) => names.iter().filter(|name| !workload.quiet_nodes.contains(name)).collect(),
         None => Vec::new(),
@@ -98,28 +173,32 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         let setup = HostSetup {
             spec: spec.clone(),
             peers: names.iter().filter(|name| **name != spec.name).cloned().collect(),
-            data_dir: data.path().join(&spec.name),
+            data_dir: data.join(&spec.name),
             gossip_interval: Duration::from_millis(scenario.gossip_interval_ms),
             links: scenario.links,
             seed: options.seed,
             starts: Arc::new(AtomicU64::new(0)),
-            mailbox: mailbox.clone(),
-            registry: registry.clone(),
+            mailbox: shared.mailbox.clone(),
+            registry: shared.registry.clone(),
             trace: trace.clone(),
-            work: work.clone(),
-            store: stores[&spec.name].clone(),
-            gpu: gpus[&spec.name].clone(),
+            work: shared.work.clone(),
+            store: shared.stores[&spec.name].clone(),
+            gpu: shared.gpus[&spec.name].clone(),
             flush_latency: FLUSH_LATENCY,
             ack_before_flush: options.ack_before_flush,
             policy: options.policy,
             client,
             index: u32::try_from(index).unwrap_or(u32::MAX),
-            ledger: ledger.clone(),
+            ledger: shared.ledger.clone(),
         };
         sim.host(spec.name.as_str(), move || setup.clone().run());
     }
-    // Fault times given as ranges are drawn from the seed, once per run.
-    let mut times = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(options.seed ^ 0x0FA0_17ED);
+}
+
+/// The faults in time order, each range drawn from the seed (once per
+/// run), and when the last fault or the workload ends (calm from then on).
+fn schedule_faults(scenario: &Scenario, seed: u64) -> (Vec<crate::scenario::Fault>, u64) {
+    let mut times = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x0FA0_17ED);
     let mut faults = scenario.faults.clone();
     for fault in &mut faults {
         fault.at_ms = fault.draw(&mut times);
@@ -131,59 +210,38 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
         .chain(scenario.workload.as_ref().map(|workload| workload.stop_ms))
         .max()
         .unwrap_or(0);
-    let mut faults = faults.into_iter().peekable();
-    let mut checker = Checker::new(scenario.bounds, names.clone());
-    let mut jobs = JobChecker::default();
-    let mut observers: BTreeMap<String, Observer> = BTreeMap::new();
-    let mut downtimes: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut wiped = std::collections::BTreeSet::new();
-    let mut now_ms = 0;
-    while now_ms < scenario.duration_ms {
-        while let Some(fault) = faults.next_if(|fault| fault.at_ms <= now_ms) {
-            trace.record_at(now_ms, format_args!("fault {:?}", fault.action));
-            apply_fault(&mut sim, &fault.action, &names, &mailbox, &gpus)?;
-            match &fault.action {
-                FaultAction::Crash { node } => {
-                    registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(node);
-                    stores[node].crash();
-                    observers.remove(node);
-                    downtimes.entry(node.clone()).or_default().push((now_ms, u64::MAX));
-                }
-                FaultAction::Restart { node, keep_disk } => {
-                    if !keep_disk {
-                        wipe(data.path(), node, &stores[node])?;
-                        wiped.insert(node.clone());
-                    }
-                    if let Some(span) = downtimes.get_mut(node).and_then(|spans| spans.last_mut()) {
-                        span.1 = now_ms;
-                    }
-                }
-                _ => {}
+    (faults, calm_from)
+}
+
+impl Outages {
+    /// Books a crash or a restart (wiping the disk where the fault says).
+    fn after(
+        &mut self,
+        action: &FaultAction,
+        now_ms: u64,
+        shared: &Shared,
+        data: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        match action {
+            FaultAction::Crash { node } => {
+                shared.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(node);
+                shared.stores[node].crash();
+                self.observers.remove(node);
+                self.downtimes.entry(node.clone()).or_default().push((now_ms, u64::MAX));
             }
-            checker.on_fault(now_ms, &fault.action);
+            FaultAction::Restart { node, keep_disk } => {
+                if !keep_disk {
+                    wipe(data, node, &shared.stores[node])?;
+                    self.wiped.insert(node.clone());
+                }
+                if let Some(span) = self.downtimes.get_mut(node).and_then(|spans| spans.last_mut()) {
+                    span.1 = now_ms;
+                }
+            }
+            _ => {}
         }
-        sim.step().map_err(|error| anyhow::anyhow!("simulation stopped at {now_ms} ms: {error}"))?;
-        now_ms = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
-        observe(&registry, &mut observers, &mut checker, trace, now_ms);
-        checker.evaluate(now_ms);
-        jobs.observe(&stores);
+        Ok(())
     }
-    checker.finish();
-    let deadline_unix_ms = EPOCH_SECS * 1000 + calm_from + scenario.bounds.jobs_ms;
-    let ledger = ledger.lock();
-    let counts = jobs.finish(&ledger, &stores, deadline_unix_ms, &wiped);
-    let mut failures = std::mem::take(&mut jobs.failures);
-    failures.extend(ledger.failures.iter().cloned());
-    let sent = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    failures.extend(late_work(&sent, &downtimes, scenario.bounds.detect_ms));
-    Ok(RunOutput {
-        checker,
-        sim_ms: now_ms,
-        jobs: counts,
-        failures,
-        latencies_ms: ledger.sync_latencies_ms.clone(),
-        sync_errors: ledger.sync_errors,
-    })
 }
 
 /// A restart without its disk: the data dir and the job store start empty.

@@ -5,7 +5,6 @@
 //!   and the node identity (name and generation) kept in it.
 //! - `jobs`: the job state machine (pure) and the [`JobStore`] with its
 //!   sled implementation.
-//!
 //! - `history`: [`MetricsHistory`], samples of every member for the status
 //!   page's charts.
 //!
