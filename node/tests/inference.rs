@@ -57,6 +57,13 @@ kind = "synthetic"
 service_time_ms = 400
 max_batch_size = 1
 max_queue_size = 1
+
+[[model]]
+name = "fragile"
+kind = "synthetic"
+service_time_ms = 1
+max_batch_size = 4
+panic_on_input = 13.0
 "#,
         models = models.display()
     );
@@ -374,6 +381,22 @@ async fn bad_requests_get_json_errors_and_the_node_keeps_serving() {
     let valid = one(json!([1, 3, 32, 32]), "FP32", json!(vec![0.5; 3 * 32 * 32]));
     let (status, response, _) = solo.infer_json("tiny", &valid).await;
     assert_eq!(status, 200, "the node still serves: {response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_batch_is_a_500_and_the_model_keeps_serving() {
+    let solo = solo().await;
+    let body = |value: f64| json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [value]}]});
+    let (status, response, _) = solo.infer_json("fragile", &body(13.0)).await;
+    assert_eq!(status, 500, "{response}");
+    assert!(response["error"].as_str().is_some_and(|e| e.contains("panicked")), "{response}");
+    let (status, response, _) = solo.infer_json("fragile", &body(2.0)).await;
+    assert_eq!((status, &response["outputs"][0]["data"]), (200, &json!([2.0])), "{response}");
+    let metrics = solo.client.get(format!("{}/metrics", solo.node.url)).send().await.expect("up");
+    let text = metrics.text().await.expect("text");
+    // Every attempt the node makes (3 by default, all here: no other node)
+    // ran a batch that panicked.
+    assert!(text.contains("gpumesh_batch_panics_total{model=\"fragile\"} 3\n"), "{text}");
 }
 
 /// Declares a body of `length` bytes, sends only its first KiB, and returns
