@@ -42,6 +42,7 @@ pub mod job_owner;
 pub mod link_net;
 pub mod link_plan;
 mod links;
+pub mod llm;
 mod metrics;
 mod node;
 pub mod registry;
@@ -60,7 +61,10 @@ pub use executor::{InferError, InferRequest, InferResponse, MetadataDoc, ModelMe
 pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use job_owner::JobService;
 pub use node::{NodeConfig, NodeHandle, start_node};
-pub use registry::{DevicePreference, ModelKind, ModelSpec, RegistryError, parse_registry};
+pub use registry::{
+    DevicePreference, EngineKind, LlmKind, ModelKind, ModelSpec, OpenAiEngine, RegistryError, SyntheticLlm,
+    parse_registry,
+};
 pub use rng::RngFactory;
 pub use routing::policy::{DeviceRequirement, Policy, Requirements};
 pub use routing::service::{DEFAULT_MAX_FORWARD_ATTEMPTS, DecisionRecord, Routed, RoutingService};

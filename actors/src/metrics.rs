@@ -1,15 +1,17 @@
-//! The metrics actor: samples the hardware and publishes the node's load
-//! through gossip.
+//! The metrics actor: samples the hardware, asks each language model's
+//! engine whether it is healthy and what load it publishes, and publishes
+//! the node's load through gossip.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpumesh_membership::{LoadSummary, Membership, ModelLoad};
+use gpumesh_membership::{LlmLoad, LoadSummary, Membership, ModelLoad};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::env::ProbeFactory;
 use crate::executor::ServedModel;
 use crate::hardware::HardwareProbe;
+use crate::llm::LlmModel;
 
 /// Samples hardware every `interval` and publishes a [`LoadSummary`].
 pub(crate) struct MetricsActor;
@@ -21,6 +23,7 @@ pub(crate) struct MetricsArgs {
     pub(crate) probe: ProbeFactory,
     pub(crate) interval: Duration,
     pub(crate) models: Arc<Vec<Arc<ServedModel>>>,
+    pub(crate) llms: Arc<Vec<Arc<LlmModel>>>,
 }
 
 /// Messages of the metrics actor.
@@ -35,6 +38,7 @@ impl ractor::Message for MetricsMsg {}
 pub(crate) struct MetricsState {
     membership: Arc<Membership>,
     models: Arc<Vec<Arc<ServedModel>>>,
+    llms: Arc<Vec<Arc<LlmModel>>>,
     probe: Box<dyn HardwareProbe>,
     last_published: Option<LoadSummary>,
 }
@@ -52,7 +56,8 @@ impl Actor for MetricsActor {
         let probe = (args.probe)();
         myself.send_interval(args.interval, || MetricsMsg::Sample);
         myself.cast(MetricsMsg::Sample)?;
-        Ok(MetricsState { membership: args.membership, models: args.models, probe, last_published: None })
+        let (membership, models, llms) = (args.membership, args.models, args.llms);
+        Ok(MetricsState { membership, models, llms, probe, last_published: None })
     }
 
     async fn handle(
@@ -64,7 +69,9 @@ impl Actor for MetricsActor {
         match message {
             MetricsMsg::Sample => {
                 let sample = state.probe.sample();
-                let models: Vec<ModelLoad> = state.models.iter().map(|model| model_load(model)).collect();
+                futures_util::future::join_all(state.llms.iter().map(|model| model.probe())).await;
+                let mut models: Vec<ModelLoad> = state.models.iter().map(|model| model_load(model)).collect();
+                models.extend(state.llms.iter().map(|model| llm_load(model)));
                 let load = LoadSummary {
                     gpus: sample.gpus,
                     cpu: sample.cpu,
@@ -95,5 +102,36 @@ fn model_load(model: &ServedModel) -> ModelLoad {
         completed: model.stats.completed(),
         p50_ms: window.map(|w| round(w.p50_ms)),
         p99_ms: window.map(|w| round(w.p99_ms)),
+        llm: None,
+    }
+}
+
+/// A language model's load: the engine's counts where it publishes them,
+/// gpumesh's own otherwise, and what gpumesh measured of its streams.
+fn llm_load(model: &LlmModel) -> ModelLoad {
+    let stats = &model.stats;
+    let engine = stats.engine();
+    let running = engine.map_or(stats.running(), |load| load.running);
+    let waiting = stats.waiting() + engine.map_or(0, |load| load.waiting);
+    // Rounded so jitter does not republish the load.
+    let measured = |value: f64| (value > 0.0).then(|| (value * 10.0).round() / 10.0);
+    let ttft_ms = measured(stats.ttft_ms());
+    ModelLoad {
+        name: model.spec.name.clone(),
+        device: model.device().to_string(),
+        service_ms_per_item: ttft_ms.unwrap_or(0.0),
+        queue_depth: waiting,
+        inflight: running,
+        completed: stats.requests(),
+        p50_ms: None,
+        p99_ms: None,
+        llm: Some(LlmLoad {
+            ready: stats.ready(),
+            running,
+            waiting,
+            kv_cache_use: engine.and_then(|load| load.kv_cache_use).map(|use_| (use_ * 1000.0).round() / 1000.0),
+            ttft_ms,
+            decode_tokens_per_s: measured(stats.decode_tokens_per_s()),
+        }),
     }
 }

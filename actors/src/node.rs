@@ -24,6 +24,9 @@ use crate::forward::endpoint::ForwardArgs;
 use crate::forward::peers::{ClusterPeers, PeerNet};
 use crate::job_owner::{JobArgs, JobService};
 use crate::links::{LinkedPeers, LinksArgs};
+use crate::llm::relay::Relay;
+use crate::llm::service::LlmArgs;
+use crate::llm::{LlmModel, LlmService};
 use crate::metrics::MetricsArgs;
 use crate::registry::ModelSpec;
 use crate::restart::RestartPolicy;
@@ -88,6 +91,7 @@ pub struct NodeHandle {
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
     routing: Arc<RoutingService>,
     jobs: JobService,
+    llm: LlmService,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
     history: Option<gpumesh_storage::MetricsHistory>,
@@ -99,10 +103,12 @@ struct Shared {
     name: NodeName,
     identity: Identity,
     models: Arc<Vec<Arc<ServedModel>>>,
+    llms: Arc<Vec<Arc<LlmModel>>>,
     executors: Vec<ExecutorArgs>,
     job_store: DurableJobs,
     telemetry: Arc<Telemetry>,
     peers: PeerClient,
+    relay: Arc<Relay>,
     view_rx: watch::Receiver<Arc<ClusterView>>,
     connected_rx: watch::Receiver<Arc<LinkedPeers>>,
     refresh_interval: Duration,
@@ -120,6 +126,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
     let name = NodeName::new(identity.name.clone())?;
     let job_store = open_jobs(&store, &env.job_storage)?;
     let (executors, models) = serve_models(&config, &env).await?;
+    let llms = Arc::new(crate::llm::load(&config.models, &env.clock).map_err(|error| Error::Models(error.message))?);
     tracing::info!(node = %name, generation = identity.generation, new = identity.created, "node identity");
     let info = NodeInfo {
         http_addr: config.http_advertise,
@@ -149,14 +156,24 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         restarts: restarts.clone(),
     }));
     let peers = peer_client(&env, connected_rx.clone(), config.forward_timeout);
+    let relay = Arc::new(Relay::new(
+        name.as_str(),
+        peers.clone(),
+        view_rx.clone(),
+        llms.clone(),
+        env.clock.clone(),
+        config.infer_timeout,
+    ));
     let shared = Shared {
         name,
         identity,
         models,
+        llms,
         executors,
         job_store,
         telemetry,
         peers,
+        relay,
         view_rx,
         connected_rx,
         refresh_interval,
@@ -240,6 +257,7 @@ fn supervisor_args(
             probe: env.probe.clone(),
             interval: config.metrics_interval,
             models: shared.models.clone(),
+            llms: shared.llms.clone(),
         },
         view: ViewArgs {
             membership: membership.clone(),
@@ -254,6 +272,7 @@ fn supervisor_args(
             jobs: shared.job_store.clone(),
             clock: env.clock.clone(),
             peers: shared.peers.clone(),
+            relay: shared.relay.clone(),
         }),
         links,
         executors: shared.executors.clone(),
@@ -299,6 +318,14 @@ async fn assemble(
     };
     let (supervisor, supervisor_task) =
         Actor::spawn(None, SupervisorActor, args).await.map_err(|error| Error::Start(format!("{error}")))?;
+    let llm = LlmService::new(LlmArgs {
+        routing: routing.clone(),
+        relay: shared.relay.clone(),
+        models: shared.llms.clone(),
+        max_attempts: config.max_forward_attempts.max(1),
+        clock: env.clock.clone(),
+        telemetry: shared.telemetry.clone(),
+    });
     let jobs = JobService::new(JobArgs {
         me: shared.name.to_string(),
         generation: shared.identity.generation,
@@ -320,6 +347,7 @@ async fn assemble(
         supervisor_task: Mutex::new(Some(supervisor_task)),
         routing,
         jobs,
+        llm,
         clock: env.clock,
         telemetry: shared.telemetry,
         history,
@@ -383,6 +411,11 @@ impl NodeHandle {
     /// live trusted node whose gossip lists it.
     pub async fn model_metadata(&self, model: &str) -> Option<MetadataDoc> {
         self.routing.metadata(model).await
+    }
+
+    /// The language models of the cluster, as this node serves them.
+    pub fn llm(&self) -> &LlmService {
+        &self.llm
     }
 
     /// Accepts a job: returns once it is on disk (see [`JobService::submit`]).

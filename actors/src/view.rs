@@ -10,6 +10,23 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 
+/// Resolves once `node` is dead or gone in the view (never, if the view's
+/// sender is dropped).
+pub(crate) async fn until_dead(mut view: watch::Receiver<Arc<ClusterView>>, node: String) {
+    loop {
+        let dead = view
+            .borrow_and_update()
+            .member(&node)
+            .is_none_or(|member| member.status == gpumesh_membership::MemberStatus::Dead);
+        if dead {
+            return;
+        }
+        if view.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Refreshes the typed cluster view.
 pub(crate) struct ViewActor;
 

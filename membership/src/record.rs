@@ -95,6 +95,30 @@ pub struct ModelLoad {
     pub p50_ms: Option<f64>,
     #[serde(default)]
     pub p99_ms: Option<f64>,
+    /// What a language model's engine is doing; `None` for tensor models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmLoad>,
+}
+
+/// The load of a language model's engine (SPEC section 10), compact: the
+/// fields a node does not know are left out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmLoad {
+    /// The engine answers its health check: only then does it take requests.
+    pub ready: bool,
+    /// Sequences being generated (the engine's count where it publishes one).
+    pub running: u32,
+    /// Requests waiting, at the node and in the engine.
+    pub waiting: u32,
+    /// KV-cache use, 0 to 1, where the engine reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_use: Option<f64>,
+    /// Measured time to first token (moving average), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    /// Measured decode speed (moving average), tokens per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_tokens_per_s: Option<f64>,
 }
 
 #[cfg(test)]

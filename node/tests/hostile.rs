@@ -186,6 +186,127 @@ fn battery() -> Vec<Case> {
     cases
 }
 
+const LLM_REGISTRY: &str = "\
+[[model]]
+name = \"chat\"
+kind = \"synthetic-llm\"
+decode_ms_per_token = 1.0
+";
+
+fn chat(what: &'static str, body: impl Into<Vec<u8>>) -> Case {
+    post(what, "/v1/chat/completions", body)
+}
+
+fn chat_with(what: &'static str, field: &str, value: Value) -> Case {
+    let mut body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
+    body[field] = value;
+    chat(what, body.to_string())
+}
+
+/// Hostile and malformed OpenAI requests: each must get an OpenAI-shaped 4xx.
+fn openai_battery() -> Vec<Case> {
+    let mut invalid_utf8 = br#"{"model": "chat", "messages": [{"role": "user", "content": ""#.to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe, 0xc3]);
+    invalid_utf8.extend_from_slice(br#""}]}"#);
+    let deep = format!(r#"{{"model": "chat", "messages": {}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let mut cases = vec![
+        chat("an empty body", ""),
+        chat("a truncated object", "{"),
+        chat("null", "null"),
+        chat("an array", "[]"),
+        chat("a string", "\"hello\""),
+        chat("invalid UTF-8", invalid_utf8),
+        chat("no model", json!({"messages": [{"role": "user", "content": "hi"}]}).to_string()),
+        chat_with("a numeric model", "model", json!(7)),
+        chat_with("an empty model", "model", json!("")),
+        chat_with("an unknown model", "model", json!("nope")),
+        chat("no messages", json!({"model": "chat"}).to_string()),
+        chat_with("messages as a string", "messages", json!("hi")),
+        chat_with("no message", "messages", json!([])),
+        chat_with("a message without a role", "messages", json!([{"content": "hi"}])),
+        chat_with("numeric content", "messages", json!([{"role": "user", "content": 5}])),
+        chat("messages nested 10,000 deep", deep),
+        chat_with("stream as a string", "stream", json!("yes")),
+        chat_with("stream_options as a number", "stream_options", json!(1)),
+        chat_with("max_tokens 0", "max_tokens", json!(0)),
+        chat_with("a huge max_tokens", "max_tokens", json!(1_000_000_000_000u64)),
+        chat_with("a negative max_tokens", "max_tokens", json!(-5)),
+        chat_with("a fractional max_tokens", "max_tokens", json!(2.5)),
+        chat_with("a huge max_completion_tokens", "max_completion_tokens", json!(u64::MAX)),
+        chat_with("n 0", "n", json!(0)),
+        chat_with("n 1000", "n", json!(1000)),
+        chat_with("an unknown device", "device", json!("tpu")),
+        chat_with("a negative min_free_vram_mb", "min_free_vram_mb", json!(-1)),
+        chat(
+            "a duplicate model field",
+            r#"{"model": "chat", "model": "x", "messages": [{"role": "user", "content": "hi"}]}"#,
+        ),
+        post("a completion without a prompt", "/v1/completions", json!({"model": "chat"}).to_string()),
+        post(
+            "a completion with an object prompt",
+            "/v1/completions",
+            json!({"model": "chat", "prompt": {}}).to_string(),
+        ),
+        post("an embedding without input", "/v1/embeddings", json!({"model": "chat"}).to_string()),
+        get("GET on chat completions", "/v1/chat/completions"),
+        get("an unknown /v1 path", "/v1/assistants"),
+    ];
+    let mut priority = chat_with("a priority header of 99", "model", json!("chat"));
+    priority.headers.push(("x-gpumesh-priority", "99".into()));
+    cases.push(priority);
+    let mut oversized = chat("a prompt over the body limit", vec![b' '; 16]);
+    oversized.headers.push(("content-length", (64 * 1024 * 1024 + 1).to_string()));
+    cases.push(oversized);
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_openai_request_gets_an_openai_4xx_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = dir.path().join("models.toml");
+    std::fs::write(&registry, LLM_REGISTRY).expect("registry");
+    let mut node = TestNode::solo(dir.path(), Some(&registry));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    wait_until("the node answers", Duration::from_secs(10), || fetch_view(&client, &node.url)).await;
+    let cases = openai_battery();
+    assert!(cases.len() >= 30, "the battery has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let mut request =
+            client.request(case.method.clone(), format!("{}{}", node.url, case.path)).body(case.body.clone());
+        for (name, value) in &case.headers {
+            request = request.header(*name, value);
+        }
+        let outcome = match request.send().await {
+            Err(error) => Err(format!("no answer: {error}")),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                let json: Option<Value> = serde_json::from_str(&text).ok();
+                let error = json.as_ref().map(|json| &json["error"]);
+                let shaped = error.is_some_and(|e| e["message"].is_string() && e["type"].is_string());
+                match (status, shaped) {
+                    (400..=499, true) => Ok((status, error.map(|e| e["message"].to_string()).unwrap_or_default())),
+                    (status, _) => Err(format!("{status} {text:.200}")),
+                }
+            }
+        };
+        match outcome {
+            Ok((status, message)) => eprintln!("{status} {:<40} {message:.110}", case.what),
+            Err(why) => failures.push(format!("{}: {why}", case.what)),
+        }
+        assert!(node.is_running(), "the node died on: {}", case.what);
+    }
+    assert!(failures.is_empty(), "not an OpenAI-shaped 4xx:\n{}", failures.join("\n"));
+    let valid = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let response = client.post(format!("{}/v1/chat/completions", node.url)).json(&valid).send().await.expect("up");
+    assert_eq!(response.status(), 200, "the node still serves after {} hostile requests", cases.len());
+    eprintln!(
+        "measured: {} hostile OpenAI requests, every one an OpenAI-shaped 4xx; the node kept serving",
+        cases.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_request_gets_a_4xx_json_error_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -160,6 +160,7 @@ fn synthetic_member(index: usize, self_name: &str) -> Member {
                 completed: index as u64 * 1000,
                 p50_ms: Some(2.0),
                 p99_ms: Some(9.0),
+                llm: None,
             }],
         }),
         name,

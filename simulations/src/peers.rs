@@ -110,6 +110,8 @@ fn kind(call: &PeerCall) -> &'static str {
         PeerCall::HeldResult(_) => "held",
         PeerCall::ReleaseResult(_) => "release",
         PeerCall::JobStarted { .. } => "started",
+        PeerCall::LlmOpen(_) => "llm-open",
+        PeerCall::LlmFrame(_) => "llm-frame",
     }
 }
 

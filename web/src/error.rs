@@ -39,7 +39,7 @@ impl IntoResponse for ApiError {
 pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        format!("no such endpoint: {method} {}; see GET /v2, /v2/models/{{model}}, /cluster", uri.path()),
+        format!("no such endpoint: {method} {}; see GET /v2, /v2/models/{{model}}, /v1/models, /cluster", uri.path()),
     )
 }
 

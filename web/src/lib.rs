@@ -5,6 +5,7 @@
 //!   and `GET /cluster/decisions`, the recent routing decisions.
 //! - `health`: `GET /v2/health/live` and `/v2/health/ready`.
 //! - `oip`: the Open Inference Protocol v2 endpoints (metadata, infer).
+//! - `openai`: the OpenAI API for the cluster's language models (`/v1`).
 //! - `jobs`: the durable jobs API.
 //! - `page`: `GET /`, the live status page, and `GET /events`, the
 //!   server-sent events that keep it live.
@@ -26,6 +27,7 @@ mod limits;
 mod listener;
 mod metrics;
 mod oip;
+mod openai;
 mod page;
 
 use std::future::Future;
@@ -82,11 +84,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{model}/versions/{version}", get(oip::model_metadata_versioned))
         .route("/v2/models/{model}/versions/{version}/ready", get(oip::model_ready_versioned))
         .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer_versioned))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn(openai::openai_errors))
         .with_state(state)
 }
 

@@ -49,3 +49,27 @@ impl Default for HttpOptions {
         }
     }
 }
+
+/// Reads a request body of at most `max` bytes: refused from its
+/// `Content-Length` before it is read, or as soon as it grows past `max`
+/// (413, with `what_to_do`).
+pub(crate) async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    max: usize,
+    what_to_do: &str,
+) -> Result<axum::body::Bytes, crate::ApiError> {
+    let too_large = || {
+        let message =
+            format!("the request body is larger than {max} bytes, this node's --max-body-bytes; {what_to_do}");
+        crate::ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, message)
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > max) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|_| too_large())
+}

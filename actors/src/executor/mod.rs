@@ -311,6 +311,8 @@ pub(crate) async fn load_models(
                     panic_on: *panic_on_input,
                 },
             ),
+            // Language models are served by `llm`, not by executors.
+            ModelKind::Llm(_) => continue,
             ModelKind::Onnx { path } => {
                 if spec.device == DevicePreference::Gpu && !has_gpu {
                     tracing::info!(model = %spec.name, "model needs a gpu; not served on this cpu node");

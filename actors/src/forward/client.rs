@@ -9,6 +9,8 @@ use std::time::Duration;
 use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc};
 use crate::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
 use crate::forward::wire::{ForwardReply, ForwardRequest};
+use crate::llm::error::LlmError;
+use crate::llm::wire::{Opened, decode};
 
 /// Calls to peers, each bounded by one timeout.
 #[derive(Clone)]
@@ -89,6 +91,23 @@ impl PeerClient {
     /// retention drops what is never released).
     pub async fn release_result(&self, target: &str, id: &str) {
         let _ = self.call(target, PeerCall::ReleaseResult(id.to_string())).await;
+    }
+
+    /// Opens a language-model stream on `target` (`open`: the bytes of an
+    /// `llm::wire::Open`).
+    pub async fn llm_open(&self, target: &str, open: Vec<u8>) -> Result<(), LlmError> {
+        let other = || LlmError::failed(format!("node {target} answered with something else than a stream"));
+        match self.call(target, PeerCall::LlmOpen(open)).await {
+            Ok(PeerAnswer::Bytes(bytes)) => decode::<Opened>(&bytes).unwrap_or_else(|| Err(other())),
+            Ok(_) => Err(other()),
+            Err(error) => Err(LlmError::unavailable(error.to_string())),
+        }
+    }
+
+    /// Sends a frame of a language-model stream to `target` (best effort);
+    /// false when it could not be handed to the link.
+    pub async fn llm_frame(&self, target: &str, frame: Vec<u8>) -> bool {
+        self.call(target, PeerCall::LlmFrame(frame)).await.is_ok()
     }
 
     /// Tells `owner` that its job `id` started running on `node` (best

@@ -15,6 +15,7 @@ use crate::forward::client::PeerClient;
 use crate::forward::messages::{ForwardMsg, group_of};
 use crate::forward::wire::{ForwardReply, ForwardRequest};
 use crate::job_owner::{MAX_JOB_ATTEMPTS, owner_of};
+use crate::llm::relay::Relay;
 
 /// This node's endpoint for forwarded requests.
 pub(crate) struct ForwardActor;
@@ -29,6 +30,8 @@ pub(crate) struct ForwardArgs {
     pub(crate) clock: Arc<dyn Clock>,
     /// Tells owners that their jobs started running here.
     pub(crate) peers: PeerClient,
+    /// Language-model streams this node serves or reads.
+    pub(crate) relay: Arc<Relay>,
 }
 
 impl Actor for ForwardActor {
@@ -76,6 +79,10 @@ impl Actor for ForwardActor {
                     tracing::warn!(job = %id, %error, "could not drop a held result; retention drops it later");
                 }
             }
+            ForwardMsg::LlmOpen(open, reply) => {
+                let _ = reply.send(state.relay.serve(&open));
+            }
+            ForwardMsg::LlmFrame(frame) => state.relay.frame(&frame),
             ForwardMsg::JobStarted(id, node) => {
                 // Late or stale news (the attempt already ended, or another
                 // one runs) is refused by the state machine, as it should be.

@@ -50,6 +50,12 @@ pub enum ForwardMsg {
     ReleaseResult(String),
     /// A job this node owns (its id) started running on the node named.
     JobStarted(String, String),
+    /// Open a language-model stream here (`llm::wire::Open` bytes); the
+    /// reply is `llm::wire::Opened` bytes.
+    #[rpc]
+    LlmOpen(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// A frame of a language-model stream (`llm::wire::Frame` bytes).
+    LlmFrame(Vec<u8>),
 }
 
 #[cfg(test)]

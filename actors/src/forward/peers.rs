@@ -39,6 +39,11 @@ pub enum PeerCall {
         id: String,
         node: String,
     },
+    /// Open a language-model stream there (`llm::wire::Open` bytes); the
+    /// answer is `llm::wire::Opened` bytes.
+    LlmOpen(Vec<u8>),
+    /// A frame of an open stream (`llm::wire::Frame` bytes; no answer).
+    LlmFrame(Vec<u8>),
 }
 
 /// What a peer answered.
@@ -95,6 +100,11 @@ async fn deliver(
             .map_err(|_| PeerError::Failed(node.to_string())),
         PeerCall::JobStarted { id, node: runner } => endpoint
             .cast(ForwardMsg::JobStarted(id, runner))
+            .map(|()| PeerAnswer::Done)
+            .map_err(|_| PeerError::Failed(node.to_string())),
+        PeerCall::LlmOpen(open) => rpc.call(|reply| ForwardMsg::LlmOpen(open, reply)).await.map(PeerAnswer::Bytes),
+        PeerCall::LlmFrame(frame) => endpoint
+            .cast(ForwardMsg::LlmFrame(frame))
             .map(|()| PeerAnswer::Done)
             .map_err(|_| PeerError::Failed(node.to_string())),
     }
@@ -167,7 +177,9 @@ impl PeerNet for ClusterPeers {
     async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError> {
         let endpoint = match &call {
             // News without an answer is best effort: no waiting for a link.
-            PeerCall::ReleaseResult(_) | PeerCall::JobStarted { .. } => self.endpoint_now(target),
+            PeerCall::ReleaseResult(_) | PeerCall::JobStarted { .. } | PeerCall::LlmFrame(_) => {
+                self.endpoint_now(target)
+            }
             _ => self.endpoint(target).await,
         };
         let Some(endpoint) = endpoint else { return Err(PeerError::NoLink(target.to_string())) };

@@ -11,6 +11,9 @@ use crate::routing::policy::{Candidate, GpuInfo};
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalModel {
     pub device: String,
+    /// The model's engine answers its health check (always, but for
+    /// language models whose engine is down).
+    pub ready: bool,
     pub queue_depth: u32,
     pub inflight: u32,
     pub service_ms_per_item: f64,
@@ -48,13 +51,16 @@ pub fn known_anywhere(view: &ClusterView, model: &str) -> bool {
 fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reachable: bool, network_ms: f64) -> Candidate {
     let load = member.load.as_ref();
     let gossiped = load.and_then(|load| load.models.iter().find(|m| m.name == model));
-    let (model_device, queue_depth, inflight, service_ms_per_item) = match (member.is_self, local, gossiped) {
+    let (model_device, queue_depth, inflight, service_ms_per_item, ready) = match (member.is_self, local, gossiped) {
         (true, Some(local), _) => {
-            (Some(local.device.clone()), local.queue_depth, local.inflight, local.service_ms_per_item)
+            (Some(local.device.clone()), local.queue_depth, local.inflight, local.service_ms_per_item, local.ready)
         }
-        (true, None, _) => (None, 0, 0, 0.0),
-        (false, _, Some(m)) => (Some(m.device.clone()), m.queue_depth, m.inflight, m.service_ms_per_item),
-        (false, _, None) => (None, 0, 0, 0.0),
+        (true, None, _) => (None, 0, 0, 0.0, true),
+        (false, _, Some(m)) => {
+            let ready = m.llm.as_ref().is_none_or(|llm| llm.ready);
+            (Some(m.device.clone()), m.queue_depth, m.inflight, m.service_ms_per_item, ready)
+        }
+        (false, _, None) => (None, 0, 0, 0.0, true),
     };
     Candidate {
         node: member.name.clone(),
@@ -64,6 +70,7 @@ fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reachable
         draining: member.info.as_ref().is_some_and(|info| info.draining),
         reachable: member.is_self || reachable,
         avoided: false,
+        engine_down: !ready,
         age_ms: member.age_ms,
         load_seq: member.load_seq,
         model_device,

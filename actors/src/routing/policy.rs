@@ -21,8 +21,6 @@ use std::str::FromStr;
 
 use rand::{Rng, RngExt};
 
-use crate::registry::ModelKind;
-
 /// Candidates within this factor of the best estimate count as near-ties.
 const NEAR_TIE_FACTOR: f64 = 1.10;
 /// Requests of this priority or higher are placed without randomisation.
@@ -75,7 +73,7 @@ impl FromStr for Policy {
 }
 
 /// Where a request may run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceRequirement {
     #[default]
     Any,
@@ -84,7 +82,7 @@ pub enum DeviceRequirement {
 }
 
 /// What a request asks of its executing node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Requirements {
     pub device: DeviceRequirement,
     pub min_free_vram_mb: u64,
@@ -114,6 +112,8 @@ pub struct Candidate {
     pub reachable: bool,
     /// Already failed this request, and another node could serve it (see `retry`).
     pub avoided: bool,
+    /// The model's engine is not answering its health check (language models).
+    pub engine_down: bool,
     /// Age of the node's gossiped load.
     pub age_ms: u64,
     /// Sequence number of the node's gossiped load; a new one resets what
@@ -137,9 +137,10 @@ impl Candidate {
     fn runs_on_gpu(&self) -> bool {
         match self.model_device.as_deref() {
             Some(device) if device.starts_with("cuda") => true,
-            // Synthetic models stand in for the node's hardware.
-            Some(device) if device == ModelKind::SYNTHETIC => !self.gpus.is_empty(),
-            _ => false,
+            Some("cpu") | None => false,
+            // Synthetic models stand in for the node's hardware, and
+            // language-model engines run on it.
+            Some(_) => !self.gpus.is_empty(),
         }
     }
 }
@@ -246,6 +247,9 @@ fn exclusion(candidate: &Candidate, requirements: &Requirements, params: RoutePa
     }
     if candidate.model_device.is_none() {
         return Some("model not loaded");
+    }
+    if candidate.engine_down {
+        return Some("engine not ready");
     }
     if !candidate.is_self && candidate.age_ms > params.stale_after_ms {
         return Some("stale load data");

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use gpumesh_membership::{ClusterView, MemberStatus};
+use gpumesh_membership::ClusterView;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
@@ -21,6 +21,7 @@ use crate::routing::candidates::{LocalModel, Reachability, candidates, known_any
 use crate::routing::policy::{Decision, Policy, Requirements, RouteParams, RouterState, decide};
 use crate::routing::retry::{Failure, Next, Tried, apply_avoid, cooldown, next_attempt};
 use crate::telemetry::Telemetry;
+use crate::view::until_dead;
 
 /// Most nodes one request is tried on, unless configured otherwise.
 pub const DEFAULT_MAX_FORWARD_ATTEMPTS: usize = 3;
@@ -198,13 +199,28 @@ impl RoutingService {
         last_error: Option<&InferError>,
         avoid: &[String],
     ) -> Result<String, InferError> {
-        let view = self.args.view.borrow().clone();
         let local = self.model(model).map(|m| LocalModel {
             device: m.device.clone(),
+            ready: true,
             queue_depth: m.stats.queue_depth(),
             inflight: m.stats.inflight(),
             service_ms_per_item: m.stats.service_ms_per_item(),
         });
+        self.choose_with(model, local, requirements, attempt, last_error, avoid)
+    }
+
+    /// [`Self::choose`] with this node's copy of the model described by the
+    /// caller (a language model's, say); `None`: this node does not serve it.
+    pub fn choose_with(
+        &self,
+        model: &str,
+        local: Option<LocalModel>,
+        requirements: &Requirements,
+        attempt: usize,
+        last_error: Option<&InferError>,
+        avoid: &[String],
+    ) -> Result<String, InferError> {
+        let view = self.args.view.borrow().clone();
         if local.is_none() && !known_anywhere(&view, model) {
             return Err(InferError::UnknownModel(model.to_string()));
         }
@@ -264,7 +280,7 @@ impl RoutingService {
             // membership declares it dead, not only at the forward timeout.
             tokio::select! {
                 result = self.args.peers.forward(me, target, model, job, request) => result,
-                () = until_dead(self.args.view.clone(), target) => Err(InferError::Unavailable(format!(
+                () = until_dead(self.args.view.clone(), target.to_string()) => Err(InferError::Unavailable(format!(
                     "node {target} was declared dead while serving the request"
                 ))),
             }
@@ -273,11 +289,28 @@ impl RoutingService {
             let failure = result.as_ref().err().map(|error| crate::telemetry::outcome(Some(error)));
             self.args.telemetry.forwarded(target, failure);
         }
-        if let Some(cooldown) = cooldown(here, result.as_ref().err()) {
+        self.settle(target, result.as_ref().err());
+        result
+    }
+
+    /// Books the end of an attempt on `target`: it no longer counts as
+    /// outstanding there, and a failed forward puts the target in a
+    /// cooldown (see `retry`).
+    pub fn settle(&self, target: &str, error: Option<&InferError>) {
+        if let Some(cooldown) = cooldown(target == self.args.me, error) {
             lock(&self.reachability).mark_unreachable(target, self.args.clock.now() + cooldown);
         }
         lock(&self.state).record_done(target);
-        result
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.args.me
+    }
+
+    /// The latest cluster view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.args.view.borrow().clone()
     }
 
     /// Metadata of `model`: from this node when it serves it, else from a
@@ -305,17 +338,4 @@ fn no_node_can(model: &str, decision: &Decision) -> String {
     let reasons: Vec<String> =
         decision.candidates.iter().filter_map(|c| c.excluded.map(|reason| format!("{}: {reason}", c.node))).collect();
     format!("no node can serve model {model} now ({})", reasons.join(", "))
-}
-
-/// Resolves once `target` is dead or gone in the view.
-async fn until_dead(mut view: watch::Receiver<Arc<ClusterView>>, target: &str) {
-    loop {
-        let dead = view.borrow_and_update().member(target).is_none_or(|member| member.status == MemberStatus::Dead);
-        if dead {
-            return;
-        }
-        if view.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }

@@ -90,15 +90,6 @@ fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     })
 }
 
-fn too_large(max: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "the request body is larger than {max} bytes, this node's --max-body-bytes; send fewer or smaller tensors"
-        ),
-    )
-}
-
 /// Reads and decodes an inference request body (JSON or binary
 /// extension), within the body limit.
 pub(crate) async fn read_request(
@@ -106,13 +97,7 @@ pub(crate) async fn read_request(
     body: Body,
     limits: &crate::Limits,
 ) -> Result<decode::Decoded, ApiError> {
-    let max = limits.max_body_bytes;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > max) {
-        return Err(too_large(max));
-    }
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large(max))?;
+    let bytes = crate::limits::read_body(headers, body, limits.max_body_bytes, "send fewer or smaller tensors").await?;
     let header_len = header_length(headers)?;
     if bytes.len() > DECODE_INLINE_MAX_BYTES {
         let limits = *limits;

@@ -1,5 +1,13 @@
-//! The model registry: `models/models.toml` (SPEC section 5), parsed and
-//! validated (pure: the caller reads the file).
+//! The model registry: `models/models.toml` (SPEC sections 5 and 10),
+//! parsed and validated (pure: the caller reads the file).
+//!
+//! - this module: the file's entries, tensor models (ONNX, synthetic).
+//! - `llm`: language models (an OpenAI-compatible engine beside the node,
+//!   or a synthetic one).
+
+mod llm;
+
+pub use llm::{EngineKind, LlmKind, OpenAiEngine, SyntheticLlm};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -36,6 +44,8 @@ pub enum ModelKind {
     /// equal to `panic_on_input` panics (fault injection for tests and
     /// drills: a panicking batch must fail only its own requests).
     Synthetic { service_time_ms: f64, service_time_per_item_ms: f64, panic_on_input: Option<f32> },
+    /// A language model (SPEC section 10).
+    Llm(LlmKind),
 }
 
 impl ModelKind {
@@ -48,6 +58,14 @@ impl ModelKind {
     /// A synthetic model.
     pub fn is_synthetic(&self) -> bool {
         matches!(self, Self::Synthetic { .. })
+    }
+
+    /// A language model, served through `/v1` rather than `/v2`.
+    pub fn llm(&self) -> Option<&LlmKind> {
+        match self {
+            Self::Llm(kind) => Some(kind),
+            _ => None,
+        }
     }
 }
 
@@ -77,7 +95,7 @@ struct RegistryFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
+pub(crate) struct Entry {
     name: String,
     #[serde(default)]
     kind: Option<String>,
@@ -95,6 +113,16 @@ struct Entry {
     service_time_ms: Option<f64>,
     service_time_per_item_ms: Option<f64>,
     panic_on_input: Option<f32>,
+    // Language models (SPEC section 10).
+    url: Option<String>,
+    engine: Option<EngineKind>,
+    upstream_model: Option<String>,
+    launch: Option<Vec<String>>,
+    max_concurrency: Option<usize>,
+    prefill_ms_per_token: Option<f64>,
+    decode_ms_per_token: Option<f64>,
+    max_sequences: Option<usize>,
+    kv_cache_tokens: Option<usize>,
 }
 
 fn default_queue_size() -> usize {
@@ -116,7 +144,7 @@ pub enum RegistryError {
     Duplicate(String),
 }
 
-fn invalid(name: &str, reason: impl Into<String>) -> RegistryError {
+pub(crate) fn invalid(name: &str, reason: impl Into<String>) -> RegistryError {
     RegistryError::Invalid { name: name.to_string(), reason: reason.into() }
 }
 
@@ -153,11 +181,21 @@ fn validate(entry: Entry, base_dir: &Path) -> Result<ModelSpec, RegistryError> {
     if !(1..=MAX_QUEUE_SIZE_LIMIT).contains(&entry.max_queue_size) {
         return Err(invalid(name, format!("max_queue_size must be 1 to {MAX_QUEUE_SIZE_LIMIT}")));
     }
+    let tensor_only = [entry.service_time_ms.is_some(), entry.service_time_per_item_ms.is_some()];
+    let llm_kind = matches!(entry.kind.as_deref(), Some(LlmKind::OPENAI | LlmKind::SYNTHETIC_LLM));
+    if !llm_kind && let Some(key) = llm::first_key(&entry) {
+        return Err(invalid(name, format!("{key} applies only to kind = \"openai\" or \"synthetic-llm\"")));
+    }
     let kind = match entry.kind.as_deref().unwrap_or(ModelKind::ONNX) {
+        kind @ (LlmKind::OPENAI | LlmKind::SYNTHETIC_LLM) => {
+            if tensor_only.contains(&true) || entry.panic_on_input.is_some() || entry.path.is_some() {
+                return Err(invalid(name, "a language model has no path, service times or panic_on_input"));
+            }
+            ModelKind::Llm(llm::validate(name, kind, &entry)?)
+        }
         ModelKind::ONNX => {
             let path = entry.path.ok_or_else(|| invalid(name, "an onnx model needs path = \"file.onnx\""))?;
-            let synthetic_only = [entry.service_time_ms.is_some(), entry.service_time_per_item_ms.is_some()];
-            if synthetic_only.contains(&true) || entry.panic_on_input.is_some() {
+            if tensor_only.contains(&true) || entry.panic_on_input.is_some() {
                 return Err(invalid(name, "service times and panic_on_input apply only to kind = \"synthetic\""));
             }
             ModelKind::Onnx { path: base_dir.join(path) }
@@ -178,7 +216,10 @@ fn validate(entry: Entry, base_dir: &Path) -> Result<ModelSpec, RegistryError> {
             let panic_on_input = entry.panic_on_input;
             ModelKind::Synthetic { service_time_ms, service_time_per_item_ms, panic_on_input }
         }
-        other => return Err(invalid(name, format!("unknown kind {other:?}: use \"onnx\" or \"synthetic\""))),
+        other => {
+            let kinds = "\"onnx\", \"synthetic\", \"openai\" or \"synthetic-llm\"";
+            return Err(invalid(name, format!("unknown kind {other:?}: use {kinds}")));
+        }
     };
     Ok(ModelSpec {
         name: entry.name,

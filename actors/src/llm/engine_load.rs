@@ -1,0 +1,115 @@
+//! The load an engine publishes, read from its Prometheus text (pure).
+//! Each engine names its gauges its own way; `generic` engines publish
+//! none that gpumesh knows, so only gpumesh's own counts describe them.
+
+use crate::registry::EngineKind;
+
+/// Requests inside the engine and how full its KV cache is.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EngineLoad {
+    /// Sequences being generated.
+    pub running: u32,
+    /// Requests the engine holds but does not generate yet.
+    pub waiting: u32,
+    /// KV-cache use, 0 to 1, where the engine reports it.
+    pub kv_cache_use: Option<f64>,
+}
+
+/// The gauges of `kind`: running, waiting, and KV-cache use (the first of
+/// its names found wins); labelled series are summed.
+fn gauges(kind: EngineKind) -> Option<(&'static str, &'static str, &'static [&'static str])> {
+    match kind {
+        EngineKind::Llamacpp => {
+            Some(("llamacpp:requests_processing", "llamacpp:requests_deferred", &["llamacpp:kv_cache_usage_ratio"]))
+        }
+        EngineKind::Vllm => Some((
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            &["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
+        )),
+        EngineKind::Sglang => Some(("sglang:num_running_reqs", "sglang:num_queue_reqs", &["sglang:token_usage"])),
+        EngineKind::Generic => None,
+    }
+}
+
+/// The load in `text` (an engine's `/metrics`), or `None` when `kind`
+/// publishes none or the text holds none of its gauges.
+pub fn read_metrics(kind: EngineKind, text: &str) -> Option<EngineLoad> {
+    let (running, waiting, kv) = gauges(kind)?;
+    // prometheus-parse reads names as `\w+`, without the colons engines put
+    // in theirs: read every colon as an underscore (only label values,
+    // which are summed over, change besides).
+    let lines = text.lines().map(|line| Ok(line.replace(':', "_")));
+    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
+    let sum = |name: &str| -> Option<f64> {
+        let name = name.replace(':', "_");
+        let values: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|sample| sample.metric == name)
+            .filter_map(|sample| match sample.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v)
+                | prometheus_parse::Value::Counter(v) => Some(v),
+                _ => None,
+            })
+            .filter(|v| v.is_finite())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    let count = |value: f64| value.round().clamp(0.0, f64::from(u32::MAX)) as u32;
+    let running_now = sum(running);
+    let waiting_now = sum(waiting);
+    if running_now.is_none() && waiting_now.is_none() {
+        return None;
+    }
+    let kv_cache_use = kv.iter().find_map(|name| sum(name)).map(|use_| use_.clamp(0.0, 1.0));
+    Some(EngineLoad { running: running_now.map_or(0, count), waiting: waiting_now.map_or(0, count), kv_cache_use })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMACPP: &str = "\
+# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.
+# TYPE llamacpp:prompt_tokens_total counter
+llamacpp:prompt_tokens_total 120
+# HELP llamacpp:requests_processing Number of requests processing.
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing 3
+# HELP llamacpp:requests_deferred Number of requests deferred.
+# TYPE llamacpp:requests_deferred gauge
+llamacpp:requests_deferred 2
+";
+
+    const VLLM: &str = "\
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name=\"a\"} 4.0
+vllm:num_requests_running{model_name=\"b\"} 1.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name=\"a\"} 7.0
+# TYPE vllm:gpu_cache_usage_perc gauge
+vllm:gpu_cache_usage_perc{model_name=\"a\"} 0.25
+";
+
+    #[test]
+    fn each_engine_is_read_by_its_own_gauges() {
+        let table = [
+            (EngineKind::Llamacpp, LLAMACPP, Some(EngineLoad { running: 3, waiting: 2, kv_cache_use: None })),
+            (EngineKind::Vllm, VLLM, Some(EngineLoad { running: 5, waiting: 7, kv_cache_use: Some(0.25) })),
+            (
+                EngineKind::Sglang,
+                "sglang:num_running_reqs 2\nsglang:num_queue_reqs 0\nsglang:token_usage 1.7\n",
+                Some(EngineLoad { running: 2, waiting: 0, kv_cache_use: Some(1.0) }),
+            ),
+            (EngineKind::Generic, LLAMACPP, None),
+            (EngineKind::Vllm, LLAMACPP, None),
+            (EngineKind::Llamacpp, "not prometheus {{{", None),
+            (EngineKind::Llamacpp, "", None),
+        ];
+        for (kind, text, expected) in table {
+            assert_eq!(read_metrics(kind, text), expected, "{kind:?}: {text}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! A language model served by this node: its engine, the admission in
+//! front of it (at most `max_concurrency` requests inside the engine, at
+//! most `max_queue_size` waiting here, then 429), whether the engine
+//! answers its health check, and what gpumesh measures of the streams it
+//! carries.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::llm::engine::{Engine, Pieces};
+use crate::llm::engine_load::EngineLoad;
+use crate::llm::error::LlmError;
+use crate::llm::request::LlmRequest;
+use crate::registry::{LlmKind, ModelSpec};
+
+/// Weight of the newest request in the averages.
+const EWMA_ALPHA: f64 = 0.2;
+
+/// What gpumesh knows of one language model's load.
+#[derive(Debug, Default)]
+pub struct LlmStats {
+    ready: AtomicBool,
+    /// Requests waiting here for room in the engine.
+    waiting: AtomicU32,
+    /// Requests inside the engine.
+    running: AtomicU32,
+    engine: std::sync::Mutex<Option<EngineLoad>>,
+    /// Moving averages, as f64 bits: time to first token (ms) and decode
+    /// speed (tokens per second).
+    ttft_ms: AtomicU64,
+    decode_tokens_per_s: AtomicU64,
+    /// Requests served, and their tokens, since start.
+    requests: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    cached_tokens: AtomicU64,
+}
+
+fn ewma(cell: &AtomicU64, sample: f64) {
+    let old = f64::from_bits(cell.load(Ordering::Relaxed));
+    let new = if old == 0.0 { sample } else { old + EWMA_ALPHA * (sample - old) };
+    cell.store(new.to_bits(), Ordering::Relaxed);
+}
+
+impl LlmStats {
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+    pub fn running(&self) -> u32 {
+        self.running.load(Ordering::Relaxed)
+    }
+    /// What the engine last published, where it does.
+    pub fn engine(&self) -> Option<EngineLoad> {
+        *self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    /// Moving average of the time to first token, ms (0 before any).
+    pub fn ttft_ms(&self) -> f64 {
+        f64::from_bits(self.ttft_ms.load(Ordering::Relaxed))
+    }
+    /// Moving average of the decode speed, tokens per second (0 before any).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        f64::from_bits(self.decode_tokens_per_s.load(Ordering::Relaxed))
+    }
+    /// Requests served since start.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    /// Prompt, completion and cached prompt tokens since start (where the
+    /// engine reported usage).
+    pub fn tokens(&self) -> (u64, u64, u64) {
+        let load = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+        (load(&self.prompt_tokens), load(&self.completion_tokens), load(&self.cached_tokens))
+    }
+}
+
+/// A language model served here.
+pub struct LlmModel {
+    pub spec: ModelSpec,
+    pub kind: LlmKind,
+    pub stats: Arc<LlmStats>,
+    engine: Arc<dyn Engine>,
+    admission: Arc<Semaphore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl LlmModel {
+    /// A model served by `engine`; a synthetic engine is always ready, an
+    /// engine beside the node once it answers its health check.
+    pub fn new(spec: ModelSpec, kind: LlmKind, engine: Arc<dyn Engine>, clock: Arc<dyn Clock>) -> Self {
+        let stats = LlmStats::default();
+        stats.ready.store(matches!(kind, LlmKind::Synthetic(_)), Ordering::Relaxed);
+        let admission = Arc::new(Semaphore::new(kind.max_concurrency()));
+        Self { spec, kind, stats: Arc::new(stats), engine, admission, clock }
+    }
+
+    /// The engine kind, as gossip shows it.
+    pub fn device(&self) -> &'static str {
+        self.kind.device()
+    }
+
+    /// Asks the engine whether it is healthy and what load it publishes.
+    pub async fn probe(&self) {
+        let (healthy, load) = tokio::join!(self.engine.healthy(), self.engine.load());
+        if healthy != self.stats.ready() {
+            tracing::info!(model = %self.spec.name, ready = healthy, "engine health changed");
+        }
+        self.stats.ready.store(healthy, Ordering::Relaxed);
+        *self.stats.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = load;
+    }
+
+    /// Runs `request` in the engine once there is room for it; `Err` when
+    /// the engine is down, the queue is full, or the engine refused it.
+    pub async fn start(&self, request: &LlmRequest) -> Result<Pieces, LlmError> {
+        let name = &self.spec.name;
+        if !self.stats.ready() {
+            return Err(LlmError::unavailable(format!("the engine of model {name} is not answering its health check")));
+        }
+        let waiting = Counted::enter(&self.stats, |stats| &stats.waiting);
+        let queued = waiting.before as usize;
+        if queued >= self.spec.batch.max_queue_size {
+            let retry_after_s = (self.stats.ttft_ms() / 1000.0).ceil().max(1.0) as u64;
+            return Err(LlmError::queue_full(name, queued, retry_after_s));
+        }
+        let Ok(permit) = self.admission.clone().acquire_owned().await else {
+            return Err(LlmError::unavailable(format!("model {name} is shutting down")));
+        };
+        drop(waiting);
+        let running = Counted::enter(&self.stats, |stats| &stats.running);
+        let started = self.clock.now();
+        let pieces = self.engine.start(request).await?;
+        Ok(Box::pin(Metered {
+            pieces,
+            _permit: permit,
+            _running: running,
+            stats: self.stats.clone(),
+            clock: self.clock.clone(),
+            started,
+            first: None,
+            last: None,
+            count: 0,
+        }))
+    }
+}
+
+/// One count held up while this lives (waiting or running).
+struct Counted {
+    stats: Arc<LlmStats>,
+    counter: fn(&LlmStats) -> &AtomicU32,
+    before: u32,
+}
+
+impl Counted {
+    fn enter(stats: &Arc<LlmStats>, counter: fn(&LlmStats) -> &AtomicU32) -> Self {
+        let before = counter(stats).fetch_add(1, Ordering::Relaxed);
+        Self { stats: stats.clone(), counter, before }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.counter)(&self.stats).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's pieces, measured as they pass: time to first piece, decode
+/// speed, and the token counts of any `usage` the engine reports.
+struct Metered {
+    pieces: Pieces,
+    _permit: OwnedSemaphorePermit,
+    _running: Counted,
+    stats: Arc<LlmStats>,
+    clock: Arc<dyn Clock>,
+    started: Instant,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Stream for Metered {
+    type Item = Result<String, LlmError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.pieces.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Ok(piece))) = &polled {
+            let now = self.clock.now();
+            if self.first.is_none() {
+                self.first = Some(now);
+                ewma(&self.stats.ttft_ms, now.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
+            }
+            self.last = Some(now);
+            self.count += 1;
+            if piece.contains("\"usage\"") {
+                count_usage(&self.stats, piece);
+            }
+        }
+        polled
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if let (Some(first), Some(last)) = (self.first, self.last) {
+            let seconds = last.saturating_duration_since(first).max(Duration::from_micros(1)).as_secs_f64();
+            if self.count > 2 {
+                ewma(&self.stats.decode_tokens_per_s, (self.count - 1) as f64 / seconds);
+            }
+        }
+    }
+}
+
+/// Adds the token counts of a piece's `usage`, if it has one.
+fn count_usage(stats: &LlmStats, piece: &str) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(piece) else { return };
+    let Some(usage) = value.get("usage").filter(|usage| usage.is_object()) else { return };
+    let number = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_u64).unwrap_or(0);
+    stats.prompt_tokens.fetch_add(number(usage.get("prompt_tokens")), Ordering::Relaxed);
+    stats.completion_tokens.fetch_add(number(usage.get("completion_tokens")), Ordering::Relaxed);
+    let cached = usage.get("prompt_tokens_details").and_then(|details| details.get("cached_tokens"));
+    stats.cached_tokens.fetch_add(number(cached), Ordering::Relaxed);
+}

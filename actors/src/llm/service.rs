@@ -1,0 +1,188 @@
+//! The language-model request path: choose a node with the routing
+//! service (the same policies, decisions and retry rules as tensors), start
+//! the request there (this node's engine, or another node's through the
+//! relay), and wait for its first piece. A request that fails before its
+//! first piece is tried on another node; after it, the pieces are the
+//! client's, wherever they come from.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+
+use crate::clock::Clock;
+use crate::executor::InferError;
+use crate::llm::engine::Pieces;
+use crate::llm::error::LlmError;
+use crate::llm::model::LlmModel;
+use crate::llm::relay::Relay;
+use crate::llm::request::LlmRequest;
+use crate::routing::candidates::LocalModel;
+use crate::routing::retry::{Failure, Next, Tried, next_attempt};
+use crate::routing::service::RoutingService;
+use crate::telemetry::Telemetry;
+
+/// A request under way: where it runs, its first piece, and the rest.
+pub struct Started {
+    /// The node generating it.
+    pub node: String,
+    /// Node names hop by hop, this node first.
+    pub route: Vec<String>,
+    pub first: String,
+    pub rest: Pieces,
+}
+
+/// What the language-model service works with.
+pub(crate) struct LlmArgs {
+    pub(crate) routing: Arc<RoutingService>,
+    pub(crate) relay: Arc<Relay>,
+    pub(crate) models: Arc<Vec<Arc<LlmModel>>>,
+    pub(crate) max_attempts: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) telemetry: Arc<Telemetry>,
+}
+
+/// Serves the language models of the whole cluster at this node.
+pub struct LlmService {
+    args: LlmArgs,
+}
+
+/// The routing service's words for `error`, for the retry rules.
+fn as_infer_error(error: &LlmError) -> InferError {
+    let message = error.message.clone();
+    match error.status {
+        404 => InferError::UnknownModel(message),
+        429 => InferError::QueueFull { model: String::new(), queued: 0, retry_after_ms: 1000 },
+        503 => InferError::Unavailable(message),
+        status if (400..500).contains(&status) => InferError::BadRequest(message),
+        _ => InferError::Failed(message),
+    }
+}
+
+/// The language-model words for an error choosing a node.
+fn from_infer_error(model: &str, error: InferError) -> LlmError {
+    match error {
+        InferError::UnknownModel(_) => LlmError::model_not_found(model),
+        InferError::BadRequest(message) => LlmError::invalid(None, message),
+        InferError::QueueFull { queued, retry_after_ms, .. } => {
+            LlmError::queue_full(model, queued, retry_after_ms.div_ceil(1000).max(1))
+        }
+        InferError::Unavailable(message) => LlmError::unavailable(message),
+        InferError::Failed(message) => LlmError::failed(message),
+    }
+}
+
+fn local_model(model: &LlmModel) -> LocalModel {
+    let stats = &model.stats;
+    let engine = stats.engine();
+    LocalModel {
+        device: model.device().to_string(),
+        ready: stats.ready(),
+        queue_depth: stats.waiting() + engine.map_or(0, |load| load.waiting),
+        inflight: engine.map_or(stats.running(), |load| load.running),
+        service_ms_per_item: stats.ttft_ms(),
+    }
+}
+
+impl LlmService {
+    pub(crate) fn new(args: LlmArgs) -> Self {
+        Self { args }
+    }
+
+    /// The language models this node serves.
+    pub fn models(&self) -> &[Arc<LlmModel>] {
+        &self.args.models
+    }
+
+    /// The language model called `name`, if this node serves it.
+    pub fn model(&self, name: &str) -> Option<&Arc<LlmModel>> {
+        self.args.models.iter().find(|model| model.spec.name == name)
+    }
+
+    /// Every language model the cluster serves, with the nodes that serve
+    /// it (trusted, live, engine ready or not).
+    pub fn catalog(&self) -> BTreeMap<String, Vec<String>> {
+        let mut catalog: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let view = self.args.routing.view();
+        for member in view.members.iter().filter(|member| member.is_trusted_live() && !member.is_self) {
+            let models = member.load.as_ref().map(|load| load.models.as_slice()).unwrap_or_default();
+            for model in models.iter().filter(|model| model.llm.is_some()) {
+                catalog.entry(model.name.clone()).or_default().push(member.name.clone());
+            }
+        }
+        for model in self.models() {
+            catalog.entry(model.spec.name.clone()).or_default().push(self.args.routing.me().to_string());
+        }
+        for nodes in catalog.values_mut() {
+            nodes.sort();
+        }
+        catalog
+    }
+
+    /// Starts `request` on the node the policy picks and returns once its
+    /// first piece is in; the answer is then the client's.
+    pub async fn start(&self, request: LlmRequest) -> Result<Started, LlmError> {
+        let began = self.args.clock.now();
+        let result = self.attempts(request.clone()).await;
+        let seconds = self.args.clock.now().saturating_duration_since(began).as_secs_f64();
+        let known = !matches!(&result, Err(error) if error.code.as_deref() == Some("model_not_found"));
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => crate::telemetry::outcome(Some(&as_infer_error(error))),
+        };
+        let node = result.as_ref().ok().map(|started| started.node.as_str());
+        let label = if known { request.model.as_str() } else { "(unknown)" };
+        self.args.telemetry.request(label, outcome, node, seconds);
+        result
+    }
+
+    async fn attempts(&self, request: LlmRequest) -> Result<Started, LlmError> {
+        let routing = &self.args.routing;
+        let me = routing.me().to_string();
+        let mut tried = Tried::new(self.args.max_attempts);
+        loop {
+            tried.attempts += 1;
+            let local = self.model(&request.model).map(|model| local_model(model));
+            let last = tried.last_error.as_ref();
+            let target = routing
+                .choose_with(&request.model, local, &request.requirements, tried.attempts, last, &tried.avoid)
+                .map_err(|error| from_infer_error(&request.model, error))?;
+            let here = target == me;
+            let first = self.first_piece(&target, here, &request).await;
+            let as_infer = first.as_ref().err().map(as_infer_error);
+            routing.settle(&target, as_infer.as_ref());
+            let error = match first {
+                Ok((first, rest)) => {
+                    let route = if here { vec![me.clone()] } else { vec![me.clone(), target.clone()] };
+                    return Ok(Started { node: target, route, first, rest });
+                }
+                Err(error) => error,
+            };
+            let failure = Failure { target: target.clone(), here, error: as_infer_error(&error) };
+            match next_attempt(failure, &mut tried) {
+                Next::GiveUp(_) => return Err(error),
+                Next::Retry => {
+                    tracing::warn!(model = %request.model, target = %target, attempt = tried.attempts, %error, "language model request failed before its first token; trying the next best node");
+                }
+            }
+        }
+    }
+
+    /// Starts `request` on `target` and waits for its first piece.
+    async fn first_piece(&self, target: &str, here: bool, request: &LlmRequest) -> Result<(String, Pieces), LlmError> {
+        let started = if here {
+            match self.model(&request.model) {
+                Some(model) => model.start(request).await,
+                None => Err(LlmError::unavailable(format!("model {} is not served here", request.model))),
+            }
+        } else {
+            self.args.relay.open_remote(target, request.clone()).await
+        };
+        let mut pieces = started?;
+        match pieces.next().await {
+            Some(Ok(first)) => Ok((first, pieces)),
+            Some(Err(error)) => Err(error),
+            None => Err(LlmError::failed(format!("the engine on {target} answered nothing"))),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Language models through the mesh on real node processes: any node
+//! answers the OpenAI API for the engines of the whole cluster, streams
+//! come back hop by hop as they are generated, and a client that goes away
+//! stops the generation where it runs. The engines here are synthetic-llm
+//! (deterministic tokens at a set speed); llm_engine.rs runs llama.cpp.
+#![allow(clippy::disallowed_methods, reason = "tests time real processes and connections on the wall clock")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNode, fetch_view, start_with_registries, wait_until};
+use eventsource_stream::Eventsource as _;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+
+const LLM: &str = "
+[[model]]
+name = \"chat\"
+kind = \"synthetic-llm\"
+prefill_ms_per_token = 0.1
+decode_ms_per_token = 2.0
+max_sequences = 4
+";
+
+/// A slow one: 50 ms a token, so a stream of 100 tokens lasts 5 s.
+const SLOW_LLM: &str = "
+[[model]]
+name = \"slow\"
+kind = \"synthetic-llm\"
+prefill_ms_per_token = 0.1
+decode_ms_per_token = 50.0
+max_sequences = 4
+";
+
+/// The language models `at` sees `holder` serve, with their load.
+async fn served_llm(client: &reqwest::Client, at: &str, holder: &str, model: &str) -> Option<Value> {
+    let view = fetch_view(client, at).await?;
+    let node = view.nodes.iter().find(|n| n.name == holder && n.status.as_str() == "alive" && n.connected)?;
+    let load = node.models.iter().find(|m| m.name == model)?;
+    serde_json::to_value(load.llm.as_ref()?).ok()
+}
+
+async fn wait_llm_served(client: &reqwest::Client, at: &str, holders: &[&str], model: &str) {
+    wait_until("the language model's holders appear in gossip, ready and linked", Duration::from_secs(10), || async {
+        for holder in holders {
+            served_llm(client, at, holder, model).await.filter(|llm| llm["ready"] == true)?;
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// Sends a streamed request and returns the response's headers and the
+/// data of every event, in order.
+async fn stream(client: &reqwest::Client, url: &str, body: &Value) -> (reqwest::header::HeaderMap, Vec<String>) {
+    let response = client.post(format!("{url}/v1/chat/completions")).json(body).send().await.expect("sent");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_string();
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let headers = response.headers().clone();
+    let events: Vec<String> =
+        response.bytes_stream().eventsource().map(|event| event.expect("a well-formed event").data).collect().await;
+    (headers, events)
+}
+
+/// The text of a chat stream's chunks.
+fn streamed_text(events: &[String]) -> String {
+    events
+        .iter()
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_the_language_models_of_the_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_with_registries(dir.path(), &[String::new(), LLM.to_string(), LLM.to_string()]);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let (n1, n2) = (&nodes[0].url, &nodes[1].url);
+    wait_llm_served(&client, n1, &["n2", "n3"], "chat").await;
+
+    let models: Value = client.get(format!("{n1}/v1/models")).send().await.expect("up").json().await.expect("json");
+    assert_eq!(models["data"][0]["id"], "chat", "{models}");
+    assert_eq!(models["data"][0]["gpumesh"]["nodes"], json!(["n2", "n3"]), "{models}");
+
+    let body =
+        json!({"model": "chat", "messages": [{"role": "user", "content": "Tell me about meshes"}], "max_tokens": 12});
+    let response = client.post(format!("{n1}/v1/chat/completions")).json(&body).send().await.expect("sent");
+    assert_eq!(response.status(), 200);
+    let node = response.headers()["x-gpumesh-node"].to_str().expect("ascii").to_string();
+    assert!(node == "n2" || node == "n3", "served by an engine's node, not {node}");
+    assert_eq!(response.headers()["x-gpumesh-route"], format!("n1>{node}").as_str());
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["gpumesh"]["nodes"], json!([node]), "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], 12, "{answer}");
+    let text = answer["choices"][0]["message"]["content"].as_str().expect("content").to_string();
+
+    // The same request streamed through n1 gives, chunk by chunk, the text
+    // the engine gives directly (n2 serves it itself).
+    let streamed_body = json!({"stream": true, "stream_options": {"include_usage": true}, "model": "chat", "messages": body["messages"], "max_tokens": 12});
+    let (headers, events) = stream(&client, n1, &streamed_body).await;
+    assert_ne!(headers["x-gpumesh-node"], "n1");
+    let (direct_headers, direct) = stream(&client, n2, &streamed_body).await;
+    assert_eq!(direct_headers["x-gpumesh-node"], "n2", "n2 serves its own engine");
+    assert_eq!(streamed_text(&events), streamed_text(&direct));
+    assert_eq!(streamed_text(&events), text, "streamed and whole answers agree");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let tail: Value = serde_json::from_str(&events[events.len() - 2]).expect("the last chunk");
+    assert_eq!(tail["gpumesh"]["failovers"], 0, "{tail}");
+    assert_eq!(tail["gpumesh"]["nodes"], json!([headers["x-gpumesh-node"].to_str().expect("ascii")]), "{tail}");
+    assert_eq!(tail["usage"]["completion_tokens"], 12, "usage stays in the last chunk: {tail}");
+    assert_eq!(events.len(), 12 + 3, "12 token chunks, the finish chunk, usage with gpumesh, [DONE]");
+    let (_, plain) =
+        stream(&client, n1, &json!({"stream": true, "model": "chat", "messages": body["messages"], "max_tokens": 3}))
+            .await;
+    let tail: Value = serde_json::from_str(&plain[plain.len() - 2]).expect("the last chunk");
+    assert!(tail["gpumesh"].is_object() && tail.get("usage").is_none(), "without usage, a chunk of its own: {tail}");
+
+    let completion = json!({"model": "chat", "prompt": "Once upon a time", "max_tokens": 5});
+    let answer: Value = client
+        .post(format!("{n1}/v1/completions"))
+        .json(&completion)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["object"], "text_completion", "{answer}");
+    let embedding = json!({"model": "chat", "input": "a mesh"});
+    let answer: Value = client
+        .post(format!("{n1}/v1/embeddings"))
+        .json(&embedding)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["data"][0]["embedding"].as_array().map(Vec::len), Some(8), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_client_works_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_with_registries(dir.path(), &[String::new(), LLM.to_string()]);
+    let client = reqwest::Client::new();
+    wait_llm_served(&client, &nodes[0].url, &["n2"], "chat").await;
+    let script = r#"
+import json, sys
+from openai import OpenAI, NotFoundError
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key="unused")
+whole = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=6)
+chunks = list(client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=6, stream=True, stream_options={"include_usage": True}))
+streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+completion = client.completions.create(model="chat", prompt="Once", max_tokens=3)
+try:
+    client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    missing = "no error"
+except NotFoundError as error:
+    missing = error.body["code"] if isinstance(error.body, dict) else str(error.body)
+print(json.dumps({"whole": whole.choices[0].message.content, "streamed": streamed, "usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
+    "models": [m.id for m in client.models.list()], "completion": completion.choices[0].text, "missing": missing}))
+"#;
+    for url in [&nodes[0].url, &nodes[1].url] {
+        let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        let output =
+            tokio::process::Command::new(&python).arg("-c").arg(script).arg(url).output().await.expect("python runs");
+        assert!(output.status.success(), "the openai client failed: {}", String::from_utf8_lossy(&output.stderr));
+        let result: Value = serde_json::from_slice(&output.stdout).expect("json");
+        assert_eq!(result["whole"], result["streamed"], "{result}");
+        assert_eq!(result["whole"].as_str().map(|text| text.split_whitespace().count()), Some(6), "{result}");
+        assert_eq!(result["usage"], 6);
+        assert_eq!(result["models"], json!(["chat"]));
+        assert_eq!(result["completion"].as_str().map(|text| text.split_whitespace().count()), Some(3));
+        assert_eq!(result["missing"], "model_not_found");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_stops_the_generation_where_it_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string()]);
+    let client = reqwest::Client::new();
+    let (n1, n2) = (&nodes[0].url, &nodes[1].url);
+    wait_llm_served(&client, n1, &["n2"], "slow").await;
+    let running = |at: String| {
+        let client = client.clone();
+        async move { served_llm(&client, &at, "n2", "slow").await.and_then(|llm| llm["running"].as_u64()) }
+    };
+    let body =
+        json!({"model": "slow", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 100, "stream": true});
+    let response = client.post(format!("{n1}/v1/chat/completions")).json(&body).send().await.expect("sent");
+    let mut events = response.bytes_stream().eventsource();
+    for _ in 0..3 {
+        events.next().await.expect("a chunk").expect("well formed");
+    }
+    wait_until("n2 reports the stream running", Duration::from_secs(3), || async {
+        running(n2.clone()).await.filter(|count| *count == 1)
+    })
+    .await;
+    let left_at = tokio::time::Instant::now();
+    drop(events);
+    wait_until("n2's engine stops the abandoned stream", Duration::from_secs(3), || async {
+        running(n2.clone()).await.filter(|count| *count == 0)
+    })
+    .await;
+    let stopped_after = left_at.elapsed();
+    // The stream had about 4.8 s to go: it was stopped, not finished.
+    assert!(stopped_after < Duration::from_secs(3), "stopped {stopped_after:?} after the client left");
+    eprintln!("measured: the engine stopped {stopped_after:?} after the client went away (4.8 s were left)");
+    let _keep: &[TestNode] = &nodes;
+}
