@@ -263,9 +263,11 @@ async fn job_dispatched_to_an_executor(value: f64) -> Dispatched {
     let url = n1.url.clone();
     wait_served(&client, &url, "echo", &["n2", "n3"]).await;
     let id = submit(&client, &n1.url, &job_body(value, None)).await["job_id"].as_str().expect("id").to_string();
+    // Dispatched, then running as soon as the executor starts its batch.
     let running_on = wait_until("the job is dispatched", Duration::from_secs(5), || async {
         let job = get(&client, &n1.url, &id).await?;
-        (job["state"] == "dispatched").then(|| job["node"].as_str().map(String::from)).flatten()
+        let under_way = job["state"] == "dispatched" || job["state"] == "running";
+        under_way.then(|| job["node"].as_str().map(String::from)).flatten()
     })
     .await;
     Dispatched { _dir: dir, n1, executors, client, id, running_on }
