@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gpumesh_actors::{NodeConfig, NodeEnv, start_node};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
 use crate::net::{advertised, bind_http, check_tcp, check_udp};
@@ -40,23 +41,51 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-async fn wait_for_signal() -> &'static str {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the node gracefully");
-            let _ = tokio::signal::ctrl_c().await;
-            return "ctrl-c";
+/// The signals that stop a node gracefully, watched from the moment this
+/// is made: one that comes while the node starts is handled once it is up,
+/// instead of killing the process with the default action.
+struct StopSignals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl StopSignals {
+    fn watch() -> Self {
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, signal = name, "cannot watch this signal; it stops the node without draining");
+                None
+            }
+        };
+        Self {
+            terminate: watch(SignalKind::terminate(), "SIGTERM"),
+            interrupt: watch(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "ctrl-c",
-        _ = terminate.recv() => "sigterm",
+    }
+
+    /// Waits for the next stop signal; its name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = recv(self.terminate.as_mut()) => "sigterm",
+            _ = recv(self.interrupt.as_mut()) => "ctrl-c",
+        }
+    }
+}
+
+/// The next delivery of `signal`; never, without one.
+async fn recv(signal: Option<&mut Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
 /// Runs a node until a signal stops it.
 pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
+    let mut signals = StopSignals::watch();
     let http = bind_http(settings.http_listen).await.map_err(usage)?;
     check_udp("--gossip", settings.gossip_listen).map_err(usage)?;
     check_tcp("--cluster", settings.cluster_listen).map_err(usage)?;
@@ -105,7 +134,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         let _ = http_stopped.await;
     }));
     let reason = tokio::select! {
-        signal = wait_for_signal() => signal,
+        signal = signals.next() => signal,
         result = &mut server => {
             node.shutdown().await;
             return match result {
