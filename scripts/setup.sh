@@ -34,11 +34,13 @@ if ! .venv/bin/python -c "import onnxruntime, onnx, numpy; assert onnxruntime.__
   step "installing $ORT_WHEEL, onnx and numpy into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "$ORT_WHEEL" "onnx==1.23.2" "numpy==2.4.6"
 fi
-# The official OpenAI client: the language-model tests use it unchanged.
+# The official OpenAI client (the language-model tests use it unchanged)
+# and ggml-org's gguf writer (models/generate_llm.py).
 OPENAI_VERSION=3.57.0
-if ! .venv/bin/python -c "import openai; assert openai.__version__ == '$OPENAI_VERSION'" 2>/dev/null; then
-  step "installing the openai client $OPENAI_VERSION into .venv"
-  .venv/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+GGUF_VERSION=0.19.0
+if ! .venv/bin/python -c "import openai, gguf; assert openai.__version__ == '$OPENAI_VERSION'" 2>/dev/null; then
+  step "installing the openai client $OPENAI_VERSION and gguf $GGUF_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" "gguf==$GGUF_VERSION"
 fi
 # The status page's browser tests drive a headless Chromium over WebDriver;
 # the link TLS test makes its certificates with openssl.
@@ -60,6 +62,7 @@ fi
 
 step "generating the bundled models"
 .venv/bin/python models/generate.py
+.venv/bin/python models/generate_llm.py
 
 if [ "${1:-}" != "--ci" ]; then
   step "building gpumesh and gpumesh-sim (release)"

@@ -41,6 +41,8 @@ pub(crate) struct MetricsState {
     llms: Arc<Vec<Arc<LlmModel>>>,
     probe: Box<dyn HardwareProbe>,
     last_published: Option<LoadSummary>,
+    /// Samples at once when an engine's readiness changes.
+    _on_change: tokio_util::task::AbortOnDropHandle<()>,
 }
 
 impl Actor for MetricsActor {
@@ -57,7 +59,8 @@ impl Actor for MetricsActor {
         myself.send_interval(args.interval, || MetricsMsg::Sample);
         myself.cast(MetricsMsg::Sample)?;
         let (membership, models, llms) = (args.membership, args.models, args.llms);
-        Ok(MetricsState { membership, models, llms, probe, last_published: None })
+        let on_change = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sample_on_change(myself, llms.clone())));
+        Ok(MetricsState { membership, models, llms, probe, last_published: None, _on_change: on_change })
     }
 
     async fn handle(
@@ -86,6 +89,19 @@ impl Actor for MetricsActor {
             }
         }
         Ok(())
+    }
+}
+
+/// Asks for a sample whenever a language model's readiness changes.
+async fn sample_on_change(myself: ActorRef<MetricsMsg>, llms: Arc<Vec<Arc<LlmModel>>>) {
+    if llms.is_empty() {
+        return;
+    }
+    loop {
+        futures_util::future::select_all(llms.iter().map(|model| Box::pin(model.stats.changed.notified()))).await;
+        if myself.cast(MetricsMsg::Sample).is_err() {
+            return;
+        }
     }
 }
 

@@ -91,11 +91,13 @@ pub struct NodeHandle {
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
     routing: Arc<RoutingService>,
     jobs: JobService,
-    llm: LlmService,
+    llm: Arc<LlmService>,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
     history: Option<gpumesh_storage::MetricsHistory>,
     _history_task: Option<tokio_util::task::AbortOnDropHandle<()>>,
+    /// Engines this node launched; dropping them stops them.
+    engines: Mutex<Vec<tokio_util::task::AbortOnDropHandle<()>>>,
 }
 
 /// What the actors share with the node's services, made before they start.
@@ -318,20 +320,22 @@ async fn assemble(
     };
     let (supervisor, supervisor_task) =
         Actor::spawn(None, SupervisorActor, args).await.map_err(|error| Error::Start(format!("{error}")))?;
-    let llm = LlmService::new(LlmArgs {
+    let llm = Arc::new(LlmService::new(LlmArgs {
         routing: routing.clone(),
         relay: shared.relay.clone(),
         models: shared.llms.clone(),
         max_attempts: config.max_forward_attempts.max(1),
         clock: env.clock.clone(),
         telemetry: shared.telemetry.clone(),
-    });
+    }));
+    let engines = launch_engines(&shared.llms, &config.data_dir, &env);
     let jobs = JobService::new(JobArgs {
         me: shared.name.to_string(),
         generation: shared.identity.generation,
         store: shared.job_store,
         retention: config.job_retention,
         routing: routing.clone(),
+        llm: llm.clone(),
         view: shared.view_rx.clone(),
         clock: env.clock.clone(),
     });
@@ -352,7 +356,25 @@ async fn assemble(
         telemetry: shared.telemetry,
         history,
         _history_task: history_task,
+        engines: Mutex::new(engines),
     })
+}
+
+/// Starts the engines of the models whose registry entry says how.
+fn launch_engines(
+    llms: &[Arc<LlmModel>],
+    data_dir: &std::path::Path,
+    env: &NodeEnv,
+) -> Vec<tokio_util::task::AbortOnDropHandle<()>> {
+    llms.iter()
+        .filter_map(|model| match &model.kind {
+            crate::registry::LlmKind::OpenAi(engine) => engine.launch.clone().map(|argv| (model, argv)),
+            crate::registry::LlmKind::Synthetic(_) => None,
+        })
+        .map(|(model, argv)| {
+            crate::llm::launch::supervise(model.clone(), argv, data_dir, env.clock.clone(), env.fork_rng())
+        })
+        .collect()
 }
 
 impl NodeHandle {
@@ -431,6 +453,15 @@ impl NodeHandle {
     /// A job this node owns, as it is on disk.
     pub async fn job(&self, id: &str) -> std::result::Result<Option<JobRecord>, InferError> {
         self.jobs.get(id).await
+    }
+
+    /// Accepts a language-model job: returns once it is on disk.
+    pub async fn submit_llm_job(
+        &self,
+        request: crate::llm::LlmRequest,
+        idempotency_key: Option<String>,
+    ) -> std::result::Result<JobRecord, InferError> {
+        self.jobs.submit_llm(request, idempotency_key).await
     }
 
     /// Any job of the cluster, from its owner (see [`JobService::find`]).
@@ -526,6 +557,8 @@ impl NodeHandle {
         self.supervisor.stop(None);
         let _ = supervisor_task.await;
         self.membership.shutdown().await;
+        // Stops (kills) the engines this node launched.
+        self.engines.lock().await.clear();
         if let Err(error) = self.store.flush() {
             tracing::error!(error = %error, "final flush of the data dir failed");
         }

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, fetch_view, start_with_registries, wait_until};
+use common::{NodeSpec, TestNode, fetch_view, free_ports, start_with_registries, wait_until};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -213,4 +213,75 @@ async fn a_client_that_goes_away_stops_the_generation_where_it_runs() {
     assert!(stopped_after < Duration::from_secs(3), "stopped {stopped_after:?} after the client left");
     eprintln!("measured: the engine stopped {stopped_after:?} after the client went away (4.8 s were left)");
     let _keep: &[TestNode] = &nodes;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn language_model_jobs_survive_their_owner_killed_and_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two sequences at a time, 8 tokens at 30 ms: 20 jobs take over 2 s.
+    let engine = LLM
+        .replace("decode_ms_per_token = 2.0", "decode_ms_per_token = 30.0")
+        .replace("max_sequences = 4", "max_sequences = 2");
+    let mut nodes = start_with_registries(dir.path(), &[String::new(), engine]);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    wait_llm_served(&client, &nodes[0].url, &["n2"], "chat").await;
+    let prompts: Vec<String> = (0..20).map(|i| format!("job number {i} please")).collect();
+    let mut ids = Vec::new();
+    for prompt in &prompts {
+        let body =
+            json!({"model": "chat", "request": {"messages": [{"role": "user", "content": prompt}], "max_tokens": 8}});
+        let response = client.post(format!("{}/jobs", nodes[0].url)).json(&body).send().await.expect("sent");
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.expect("json");
+        ids.push(accepted["job_id"].as_str().expect("id").to_string());
+    }
+    // The owner dies right after acknowledging them, while most still run
+    // or wait, and comes back.
+    let mut finished = 0;
+    for id in &ids {
+        let job: Value =
+            client.get(format!("{}/jobs/{id}", nodes[0].url)).send().await.expect("up").json().await.expect("json");
+        finished += usize::from(job["state"] == "completed");
+    }
+    nodes[0].kill9();
+    assert!(finished < ids.len() / 2, "the owner was killed with jobs under way ({finished} of {} done)", ids.len());
+    let seeds = vec![nodes[1].gossip.clone()];
+    let secret = dir.path().join("secret");
+    let registry = dir.path().join("n1.toml");
+    let n1 = TestNode::start(&NodeSpec {
+        name: Some("n1"),
+        dir: dir.path(),
+        data_dir_name: "n1",
+        secret: Some(&secret),
+        seeds: &seeds,
+        ports: free_ports(),
+        models: Some(&registry),
+    });
+    for (id, prompt) in ids.iter().zip(&prompts) {
+        let job = wait_until("the job completes after its owner restarted", Duration::from_secs(30), || async {
+            let job: Value = client.get(format!("{}/jobs/{id}", n1.url)).send().await.ok()?.json().await.ok()?;
+            (job["state"] == "completed").then_some(job)
+        })
+        .await;
+        assert_eq!(job["node"], "n2", "{job}");
+        let answer = &job["outputs"];
+        assert_eq!(answer["object"], "chat.completion", "{job}");
+        assert_eq!(answer["gpumesh"]["nodes"], json!(["n2"]));
+        // The engine's own answer to the same prompt, asked directly.
+        let direct = json!({"model": "chat", "messages": [{"role": "user", "content": prompt}], "max_tokens": 8});
+        let expected: Value = client
+            .post(format!("{}/v1/chat/completions", nodes[1].url))
+            .json(&direct)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(answer["choices"][0]["message"]["content"], expected["choices"][0]["message"]["content"], "{job}");
+    }
+    eprintln!(
+        "measured: {} language-model jobs acknowledged before their owner was killed ({finished} done then) all completed after its restart",
+        ids.len()
+    );
 }

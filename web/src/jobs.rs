@@ -1,13 +1,16 @@
-//! The durable jobs API (SPEC section 4): `POST /jobs`, `GET /jobs/{id}`,
-//! `GET /jobs?state=&limit=`.
+//! The durable jobs API (SPEC sections 4 and 10): `POST /jobs` (a tensor
+//! request, or `{"model", "request": {chat or completion body}}` for a
+//! language model), `GET /jobs/{id}`, `GET /jobs?state=&limit=`.
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use gpumesh_actors::job_owner::job_outputs;
+use gpumesh_actors::job_owner::{job_outputs, llm_answer};
+use gpumesh_actors::llm::{Endpoint, Hints};
 use gpumesh_storage::jobs::{JobRecord, JobState, StateFilter};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::oip::{read_request, tensor_json};
@@ -37,6 +40,7 @@ pub(crate) fn job_json(job: &JobRecord) -> Value {
         })).collect::<Vec<_>>(),
     });
     match job.state {
+        JobState::Completed if let Some(answer) = llm_answer(job) => body["outputs"] = answer,
         JobState::Completed => {
             let outputs = job_outputs(job)
                 .map(|(_, response)| response.outputs.iter().map(tensor_json).collect::<Vec<_>>())
@@ -55,19 +59,74 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let decoded = read_request(&headers, body, &state.options.limits).await?;
+    let limits = &state.options.limits;
+    let bytes = crate::limits::read_body(&headers, body, limits.max_body_bytes, "send fewer or smaller inputs").await?;
+    if let Some(job) = llm_job(&bytes)? {
+        check_key(job.idempotency_key.as_deref())?;
+        let job = state.node.submit_llm_job(job.request, job.idempotency_key).await?;
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job.id, "state": job.state.as_str() }))));
+    }
+    let decoded = read_request(&headers, Body::from(bytes), limits).await?;
     let model = decoded
         .model
         .filter(|model| !model.is_empty())
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "a job names its model: add \"model\" to the body"))?;
-    if decoded.idempotency_key.as_ref().is_some_and(|key| key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
+    check_key(decoded.idempotency_key.as_deref())?;
+    let job = state.node.submit_job(&model, decoded.request, decoded.idempotency_key).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job.id, "state": job.state.as_str() }))))
+}
+
+fn check_key(key: Option<&str>) -> Result<(), ApiError> {
+    if key.is_some_and(|key| key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
         ));
     }
-    let job = state.node.submit_job(&model, decoded.request, decoded.idempotency_key).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job.id, "state": job.state.as_str() }))))
+    Ok(())
+}
+
+/// A language-model job: its request and key.
+struct LlmJob {
+    request: gpumesh_actors::llm::LlmRequest,
+    idempotency_key: Option<String>,
+}
+
+/// `body` as a language-model job (it has a `request` object), or `None`
+/// for a tensor job. The request's endpoint follows from its fields
+/// (`messages`: chat, `prompt`: completion, `input`: embeddings) and its
+/// model from the job's when it names none.
+fn llm_job(body: &[u8]) -> Result<Option<LlmJob>, ApiError> {
+    #[derive(Deserialize)]
+    struct Fields<'a> {
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(borrow, default)]
+        request: Option<&'a RawValue>,
+        #[serde(default)]
+        idempotency_key: Option<String>,
+    }
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let Ok(fields) = serde_json::from_slice::<Fields<'_>>(body) else { return Ok(None) };
+    let Some(raw) = fields.request else { return Ok(None) };
+    let mut request: serde_json::Map<String, Value> = serde_json::from_str(raw.get())
+        .map_err(|_| bad("request must be a chat or completion body (a JSON object)".into()))?;
+    let endpoint = if request.contains_key("messages") {
+        Endpoint::Chat
+    } else if request.contains_key("prompt") {
+        Endpoint::Completion
+    } else if request.contains_key("input") {
+        Endpoint::Embedding
+    } else {
+        return Err(bad("request must have messages (chat), prompt (completion) or input (embeddings)".into()));
+    };
+    if let Some(model) = fields.model {
+        request.entry("model").or_insert(Value::String(model));
+    }
+    let bytes = serde_json::to_vec(&request).map_err(|error| bad(error.to_string()))?;
+    let request = gpumesh_actors::llm::request::parse(endpoint, &bytes, &Hints::default())
+        .map_err(|error| bad(format!("request: {}", error.message)))?;
+    Ok(Some(LlmJob { request, idempotency_key: fields.idempotency_key }))
 }
 
 /// `GET /jobs/{id}`: any node answers, asking the owner when it is not it.

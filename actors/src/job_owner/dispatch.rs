@@ -11,9 +11,12 @@ use gpumesh_storage::jobs::{DurableJobs, JobEvent, JobRecord, TransitionError};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::executor::InferRequest;
-use crate::forward::{ForwardReply, ForwardRequest};
+use crate::executor::{InferError, InferRequest};
+use crate::forward::ForwardReply;
+use crate::job_owner::payload::Payload;
 use crate::job_owner::step::{JobSteps, MAX_JOB_ATTEMPTS, Outcome, Step};
+use crate::llm::LlmService;
+use crate::llm::request::LlmRequest;
 use crate::routing::policy::Requirements;
 use crate::routing::service::RoutingService;
 
@@ -27,6 +30,7 @@ pub(super) struct Owner {
     pub(super) me: String,
     pub(super) store: DurableJobs,
     pub(super) routing: Arc<RoutingService>,
+    pub(super) llm: Arc<LlmService>,
     pub(super) view: watch::Receiver<Arc<ClusterView>>,
     pub(super) clock: Arc<dyn Clock>,
 }
@@ -34,12 +38,9 @@ pub(super) struct Owner {
 /// Runs `job` to a final state (or until its store fails: it resumes at
 /// the next start).
 pub(super) async fn run(owner: Arc<Owner>, job: JobRecord) {
-    let decoded = match ForwardRequest::decode(&job.request) {
-        ForwardRequest::Valid { model, request, .. } => Some((model, request)),
-        ForwardRequest::Invalid(_) => None,
-    };
+    let payload = Payload::decode(&job.request);
     let mut steps = JobSteps::new(&owner.me);
-    let mut step = steps.next(&job, Outcome::Loaded { readable: decoded.is_some() });
+    let mut step = steps.next(&job, Outcome::Loaded { readable: payload != Payload::Unreadable });
     let mut job = job;
     loop {
         let outcome = match step {
@@ -52,21 +53,23 @@ pub(super) async fn run(owner: Arc<Owner>, job: JobRecord) {
                 None => return,
             },
             Step::Choose { attempt, avoid, last_error } => {
-                let Some((model, request)) = &decoded else { return };
-                let requirements = Requirements { priority: request.priority, ..Requirements::default() };
-                Outcome::Chosen(owner.routing.choose(model, &requirements, attempt, last_error.as_ref(), &avoid))
+                Outcome::Chosen(owner.choose(&payload, attempt, last_error.as_ref(), &avoid))
             }
             Step::Wait(delay) => {
                 tokio::time::sleep(delay).await;
                 Outcome::Waited
             }
             Step::Dispatch { target } => {
-                let Some((model, request)) = &decoded else { return };
                 let Some(dispatched) = owner.record(&job.id, JobEvent::Dispatched { node: target.clone() }) else {
                     return;
                 };
                 job = dispatched;
-                let Some(ran) = owner.attempt(&job, &target, model, request.clone()).await else { return };
+                let ran = match &payload {
+                    Payload::Tensor { model, request } => owner.attempt(&job, &target, model, request.clone()).await,
+                    Payload::Llm(request) => Some(owner.attempt_llm(&job, &target, request).await),
+                    Payload::Unreadable => None,
+                };
+                let Some(ran) = ran else { return };
                 ran
             }
             Step::Collect { from } => Outcome::Collected(owner.held_result(&job, &from).await),
@@ -80,6 +83,38 @@ pub(super) async fn run(owner: Arc<Owner>, job: JobRecord) {
 }
 
 impl Owner {
+    /// Picks the node for an attempt at the job's request.
+    fn choose(
+        &self,
+        payload: &Payload,
+        attempt: usize,
+        last_error: Option<&InferError>,
+        avoid: &[String],
+    ) -> Result<String, InferError> {
+        match payload {
+            Payload::Tensor { model, request } => {
+                let requirements = Requirements { priority: request.priority, ..Requirements::default() };
+                self.routing.choose(model, &requirements, attempt, last_error, avoid)
+            }
+            Payload::Llm(request) => self.llm.choose(request, attempt, last_error, avoid),
+            Payload::Unreadable => Err(InferError::BadRequest("the stored request is unreadable".into())),
+        }
+    }
+
+    /// Runs the dispatched language-model `job` on `target`, answered whole;
+    /// it is running once the engine has taken it.
+    async fn attempt_llm(&self, job: &JobRecord, target: &str, request: &LlmRequest) -> Outcome {
+        let (started, on_start) = tokio::sync::oneshot::channel();
+        let run = self.llm.run_whole_on(target, request, started);
+        let record_start = async {
+            if on_start.await.is_ok() {
+                self.record(&job.id, JobEvent::Started { node: target.to_string() });
+            }
+        };
+        let (result, ()) = tokio::join!(run, record_start);
+        Outcome::Ran(result.map_err(|error| crate::llm::service::as_infer_error(&error)))
+    }
+
     /// Records `event` (durable at the next flush; readers wait for it).
     /// `None` when the job is final or the event is refused.
     fn record(&self, id: &str, event: JobEvent) -> Option<JobRecord> {

@@ -5,6 +5,8 @@
 //! that was not final.
 //!
 //! - `step`: what the owner does next for a job (pure, table-tested).
+//! - `payload`: what a job asks for, as stored (a tensor or a
+//!   language-model request; pure).
 //! - `dispatch`: the task that carries the steps out for one job.
 //! - this module: [`JobService`], accepting, reading and resuming jobs.
 //!
@@ -12,6 +14,7 @@
 //! `.`, so any node can tell the owner from the id.
 
 mod dispatch;
+pub mod payload;
 pub mod step;
 
 use std::sync::Arc;
@@ -24,14 +27,26 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::executor::{InferError, InferRequest, InferResponse};
-use crate::forward::{ForwardReply, ForwardRequest};
+use crate::forward::ForwardReply;
+use crate::llm::LlmService;
+use crate::llm::request::LlmRequest;
 use crate::routing::service::RoutingService;
+use payload::Payload;
 
 pub use step::MAX_JOB_ATTEMPTS;
 
 /// The node whose store holds `job_id`.
 pub fn owner_of(job_id: &str) -> Option<&str> {
     job_id.split_once('.').map(|(owner, _)| owner).filter(|owner| !owner.is_empty())
+}
+
+/// The answer of a completed language-model job, as its JSON; `None` for a
+/// tensor job.
+pub fn llm_answer(job: &JobRecord) -> Option<serde_json::Value> {
+    if !matches!(Payload::decode(&job.request), Payload::Llm(_)) {
+        return None;
+    }
+    serde_json::from_slice(job.outputs.as_deref()?).ok()
 }
 
 /// The outputs of a completed job: the node that ran it and its response.
@@ -54,6 +69,7 @@ pub(crate) struct JobArgs {
     pub(crate) store: DurableJobs,
     pub(crate) retention: Retention,
     pub(crate) routing: Arc<RoutingService>,
+    pub(crate) llm: Arc<LlmService>,
     pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -75,6 +91,7 @@ impl JobService {
             me: args.me,
             store: args.store,
             routing: args.routing,
+            llm: args.llm,
             view: args.view,
             clock: args.clock,
         };
@@ -103,10 +120,25 @@ impl JobService {
         if !self.owner.routing.knows(model) {
             return Err(InferError::UnknownModel(model.to_string()));
         }
-        let payload =
-            ForwardRequest::Valid { model: model.to_string(), route: Vec::new(), job: None, request }.encode();
+        self.accept(Payload::Tensor { model: model.to_string(), request }, idempotency_key).await
+    }
+
+    /// Accepts a language-model job, as [`Self::submit`] does a tensor one.
+    pub async fn submit_llm(
+        &self,
+        request: LlmRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<JobRecord, InferError> {
+        if !self.owner.llm.knows(&request.model) {
+            return Err(InferError::UnknownModel(request.model));
+        }
+        self.accept(Payload::Llm(request), idempotency_key).await
+    }
+
+    async fn accept(&self, payload: Payload, idempotency_key: Option<String>) -> Result<JobRecord, InferError> {
+        let model = payload.model().unwrap_or_default().to_string();
         let now_ms = self.owner.clock.unix_ms();
-        let job = JobRecord::accepted(self.new_id(), model.to_string(), payload, idempotency_key, now_ms);
+        let job = JobRecord::accepted(self.new_id(), model, payload.encode(), idempotency_key, now_ms);
         match self.owner.store.submit(job).await.map_err(storage_error)? {
             Inserted::New(job) => {
                 tokio::spawn(dispatch::run(self.owner.clone(), job.clone()));

@@ -98,7 +98,10 @@ impl Engine for HttpEngine {
             .body(body)
             .send()
             .await
-            .map_err(|error| LlmError::failed(format!("the engine at {} is not answering: {error}", self.spec.url)))?;
+            .map_err(|error| {
+                let message = format!("the engine at {} is not answering: {error}", self.spec.url);
+                LlmError::with_status(502, message)
+            })?;
         let status = response.status().as_u16();
         if status != 200 {
             let text = response.text().await.unwrap_or_default();

@@ -8,6 +8,7 @@
 //! - `engine`: what generates answers here (an engine beside the node over
 //!   HTTP, or the synthetic one).
 //! - `model`: a model served here: admission, health, measurements.
+//! - `launch`: engines the node starts and restarts itself.
 //! - `wire` (pure) and `relay`: streams between nodes, piece by piece, with
 //!   credit (back-pressure) and cancellation.
 //! - `service`: the request path: choose, start, retry before the first
@@ -16,6 +17,7 @@
 pub mod engine;
 pub mod engine_load;
 pub mod error;
+pub(crate) mod launch;
 pub mod model;
 pub mod relay;
 pub mod request;

@@ -42,6 +42,8 @@ pub struct LlmStats {
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     cached_tokens: AtomicU64,
+    /// Woken when readiness changes, so the load is published at once.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 fn ewma(cell: &AtomicU64, sample: f64) {
@@ -112,11 +114,21 @@ impl LlmModel {
     /// Asks the engine whether it is healthy and what load it publishes.
     pub async fn probe(&self) {
         let (healthy, load) = tokio::join!(self.engine.healthy(), self.engine.load());
-        if healthy != self.stats.ready() {
-            tracing::info!(model = %self.spec.name, ready = healthy, "engine health changed");
-        }
-        self.stats.ready.store(healthy, Ordering::Relaxed);
+        self.set_ready(healthy);
         *self.stats.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = load;
+    }
+
+    /// The engine is gone (it exited, or refused a connection): unready
+    /// until it answers its health check again.
+    pub fn mark_down(&self) {
+        self.set_ready(false);
+    }
+
+    fn set_ready(&self, ready: bool) {
+        if self.stats.ready.swap(ready, Ordering::Relaxed) != ready {
+            tracing::info!(model = %self.spec.name, ready, "engine readiness changed");
+            self.stats.changed.notify_one();
+        }
     }
 
     /// Runs `request` in the engine once there is room for it; `Err` when
@@ -138,7 +150,11 @@ impl LlmModel {
         drop(waiting);
         let running = Counted::enter(&self.stats, |stats| &stats.running);
         let started = self.clock.now();
-        let pieces = self.engine.start(request).await?;
+        let pieces = self.engine.start(request).await.inspect_err(|error| {
+            if error.status == 502 {
+                self.mark_down();
+            }
+        })?;
         Ok(Box::pin(Metered {
             pieces,
             _permit: permit,

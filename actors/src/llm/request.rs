@@ -250,6 +250,21 @@ fn requirements(fields: &Fields<'_>, hints: &Hints) -> Result<Requirements, LlmE
 }
 
 impl LlmRequest {
+    /// The same request answered whole, not streamed (what a job runs).
+    pub fn whole(&self) -> Result<Self, LlmError> {
+        let mut fields: IndexMap<String, Box<RawValue>> = serde_json::from_slice(&self.body)
+            .map_err(|error| LlmError::invalid(None, format!("the body is not a JSON object: {error}")))?;
+        fields.shift_remove("stream_options");
+        if fields.contains_key("stream") {
+            let no = serde_json::value::to_raw_value(&false)
+                .map_err(|error| LlmError::failed(format!("cannot encode the body: {error}")))?;
+            fields.insert("stream".to_string(), no);
+        }
+        let body = serde_json::to_vec(&fields)
+            .map_err(|error| LlmError::failed(format!("cannot encode the body: {error}")))?;
+        Ok(Self { stream: false, include_usage: false, body, ..self.clone() })
+    }
+
     /// The body for the engine: the client's, fields in their order, with
     /// `model` set to the engine's name for it.
     pub fn engine_body(&self, upstream_model: &str) -> Result<Vec<u8>, LlmError> {

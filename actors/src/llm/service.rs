@@ -48,7 +48,7 @@ pub struct LlmService {
 }
 
 /// The routing service's words for `error`, for the retry rules.
-fn as_infer_error(error: &LlmError) -> InferError {
+pub(crate) fn as_infer_error(error: &LlmError) -> InferError {
     let message = error.message.clone();
     match error.status {
         404 => InferError::UnknownModel(message),
@@ -170,19 +170,72 @@ impl LlmService {
 
     /// Starts `request` on `target` and waits for its first piece.
     async fn first_piece(&self, target: &str, here: bool, request: &LlmRequest) -> Result<(String, Pieces), LlmError> {
-        let started = if here {
+        first_of(self.start_on(target, here, request).await?, target).await
+    }
+
+    /// Starts `request` on `target`: here, or through the relay.
+    async fn start_on(&self, target: &str, here: bool, request: &LlmRequest) -> Result<Pieces, LlmError> {
+        if here {
             match self.model(&request.model) {
                 Some(model) => model.start(request).await,
                 None => Err(LlmError::unavailable(format!("model {} is not served here", request.model))),
             }
         } else {
             self.args.relay.open_remote(target, request.clone()).await
-        };
-        let mut pieces = started?;
-        match pieces.next().await {
-            Some(Ok(first)) => Ok((first, pieces)),
-            Some(Err(error)) => Err(error),
-            None => Err(LlmError::failed(format!("the engine on {target} answered nothing"))),
         }
+    }
+
+    /// This node serves the model or a trusted member's gossip lists it as
+    /// a language model.
+    pub fn knows(&self, model: &str) -> bool {
+        self.model(model).is_some() || self.catalog().contains_key(model)
+    }
+
+    /// Picks the node for attempt `attempt` of a job's request.
+    pub fn choose(
+        &self,
+        request: &LlmRequest,
+        attempt: usize,
+        last_error: Option<&InferError>,
+        avoid: &[String],
+    ) -> Result<String, InferError> {
+        let local = self.model(&request.model).map(|model| local_model(model));
+        self.args.routing.choose_with(&request.model, local, &request.requirements, attempt, last_error, avoid)
+    }
+
+    /// Runs `request` answered whole on `target` (one attempt, for a job):
+    /// the node that ran it and the answer's JSON with its `gpumesh` field.
+    /// `on_start` fires once the engine has taken the request.
+    pub async fn run_whole_on(
+        &self,
+        target: &str,
+        request: &LlmRequest,
+        on_start: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(String, Vec<u8>), LlmError> {
+        let request = request.whole()?;
+        let here = target == self.args.routing.me();
+        let result = match self.start_on(target, here, &request).await {
+            Ok(pieces) => {
+                let _ = on_start.send(());
+                first_of(pieces, target).await
+            }
+            Err(error) => Err(error),
+        };
+        self.args.routing.settle(target, result.as_ref().err().map(as_infer_error).as_ref());
+        let (whole, _) = result?;
+        let mut answer: serde_json::Value = serde_json::from_str(&whole)
+            .map_err(|_| LlmError::failed(format!("the engine on {target} answered with something else than JSON")))?;
+        answer["gpumesh"] = serde_json::json!({"nodes": [target], "failovers": 0});
+        let bytes = serde_json::to_vec(&answer).map_err(|error| LlmError::failed(error.to_string()))?;
+        Ok((target.to_string(), bytes))
+    }
+}
+
+/// The first piece of `pieces` and the rest.
+async fn first_of(mut pieces: Pieces, target: &str) -> Result<(String, Pieces), LlmError> {
+    match pieces.next().await {
+        Some(Ok(first)) => Ok((first, pieces)),
+        Some(Err(error)) => Err(error),
+        None => Err(LlmError::failed(format!("the engine on {target} answered nothing"))),
     }
 }

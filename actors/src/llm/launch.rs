@@ -1,0 +1,75 @@
+//! Engines the node starts and keeps running itself (a model's `launch`
+//! command): started with the node, restarted with backoff whenever they
+//! exit, stopped with the node. The model is unready from the moment its
+//! engine exits until the engine answers its health check again. Each
+//! engine writes to its own log, `<data dir>/engines/<model>.log`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+
+use crate::clock::Clock;
+use crate::llm::model::LlmModel;
+use crate::restart::{RestartPolicy, RestartState};
+
+/// How engine restarts are spaced: an engine takes a while to load its
+/// model, so the first retry is not immediate, and one that ran a minute
+/// counts as healthy again.
+const ENGINE_RESTARTS: RestartPolicy = RestartPolicy {
+    initial_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(30),
+    stable_after: Duration::from_secs(60),
+    jitter: 0.2,
+};
+
+/// Starts `argv` for `model` and keeps it running until the returned
+/// handle is dropped (which kills it).
+pub(crate) fn supervise(
+    model: Arc<LlmModel>,
+    argv: Vec<String>,
+    data_dir: &Path,
+    clock: Arc<dyn Clock>,
+    rng: StdRng,
+) -> tokio_util::task::AbortOnDropHandle<()> {
+    let log = data_dir.join("engines").join(format!("{}.log", model.spec.name));
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(keep_running(model, argv, log, clock, rng)))
+}
+
+async fn keep_running(model: Arc<LlmModel>, argv: Vec<String>, log: PathBuf, clock: Arc<dyn Clock>, mut rng: StdRng) {
+    let mut restarts = RestartState::default();
+    loop {
+        restarts.started(clock.now());
+        match start(&argv, &log) {
+            Ok(mut child) => {
+                tracing::info!(model = %model.spec.name, pid = child.id(), log = %log.display(), "engine started");
+                let status = child.wait().await;
+                model.mark_down();
+                let status = status.map_or_else(|error| error.to_string(), |status| status.to_string());
+                tracing::warn!(model = %model.spec.name, %status, "engine exited; restarting it after backoff");
+            }
+            Err(error) => {
+                tracing::error!(model = %model.spec.name, program = %argv[0], %error, "cannot start the engine: check launch in the model registry");
+            }
+        }
+        let delay = restarts.failed(&ENGINE_RESTARTS, clock.now(), &mut rng);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn start(argv: &[String], log: &Path) -> std::io::Result<tokio::process::Child> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("launch names no program"))?;
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+}
