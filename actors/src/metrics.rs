@@ -41,8 +41,9 @@ pub(crate) struct MetricsState {
     llms: Arc<Vec<Arc<LlmModel>>>,
     probe: Box<dyn HardwareProbe>,
     last_published: Option<LoadSummary>,
-    /// Samples at once when an engine's readiness changes.
-    _on_change: tokio_util::task::AbortOnDropHandle<()>,
+    /// Samples at once when an engine's readiness changes (with language
+    /// models only).
+    _on_change: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 impl Actor for MetricsActor {
@@ -59,7 +60,8 @@ impl Actor for MetricsActor {
         myself.send_interval(args.interval, || MetricsMsg::Sample);
         myself.cast(MetricsMsg::Sample)?;
         let (membership, models, llms) = (args.membership, args.models, args.llms);
-        let on_change = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sample_on_change(myself, llms.clone())));
+        let on_change = (!llms.is_empty())
+            .then(|| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sample_on_change(myself, llms.clone()))));
         Ok(MetricsState { membership, models, llms, probe, last_published: None, _on_change: on_change })
     }
 
@@ -72,7 +74,9 @@ impl Actor for MetricsActor {
         match message {
             MetricsMsg::Sample => {
                 let sample = state.probe.sample();
-                futures_util::future::join_all(state.llms.iter().map(|model| model.probe())).await;
+                if !state.llms.is_empty() {
+                    futures_util::future::join_all(state.llms.iter().map(|model| model.probe())).await;
+                }
                 let mut models: Vec<ModelLoad> = state.models.iter().map(|model| model_load(model)).collect();
                 models.extend(state.llms.iter().map(|model| llm_load(model)));
                 let load = LoadSummary {
@@ -94,9 +98,6 @@ impl Actor for MetricsActor {
 
 /// Asks for a sample whenever a language model's readiness changes.
 async fn sample_on_change(myself: ActorRef<MetricsMsg>, llms: Arc<Vec<Arc<LlmModel>>>) {
-    if llms.is_empty() {
-        return;
-    }
     loop {
         futures_util::future::select_all(llms.iter().map(|model| Box::pin(model.stats.changed.notified()))).await;
         if myself.cast(MetricsMsg::Sample).is_err() {

@@ -156,6 +156,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         view: view_rx.clone(),
         jobs: job_store.clone(),
         restarts: restarts.clone(),
+        llms: llms.clone(),
     }));
     let peers = peer_client(&env, connected_rx.clone(), config.forward_timeout);
     let relay = Arc::new(Relay::new(
@@ -165,6 +166,9 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         llms.clone(),
         env.clock.clone(),
         config.infer_timeout,
+        // Numbers from the start time up: a restarted node (later by far
+        // more milliseconds than streams a millisecond) never reuses one.
+        env.clock.unix_ms().wrapping_shl(20),
     ));
     let shared = Shared {
         name,

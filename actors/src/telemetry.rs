@@ -19,6 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
 use crate::executor::{InferError, ServedModel};
+use crate::llm::LlmModel;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -167,6 +168,7 @@ pub(crate) struct NodeCollector {
     pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) jobs: DurableJobs,
     pub(crate) restarts: RestartCounter,
+    pub(crate) llms: Arc<Vec<Arc<LlmModel>>>,
 }
 
 impl std::fmt::Debug for NodeCollector {
@@ -230,6 +232,7 @@ impl Collector for NodeCollector {
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
         }
+        self.encode_llms(&mut encoder)?;
         let view = self.view.borrow().clone();
         self.encode_gpus(&mut encoder, &view)?;
         self.encode_members(&mut encoder, &view)?;
@@ -247,6 +250,64 @@ impl Collector for NodeCollector {
 }
 
 impl NodeCollector {
+    /// The language models served here: their engines' load, what was
+    /// measured of their streams, and their tokens (`gpumesh_llm_*`).
+    fn encode_llms(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        let llms = self.llms.as_slice();
+        let model = |m: &Arc<LlmModel>| [("model", m.spec.name.clone())];
+        let each = |f: fn(&LlmModel) -> f64| llms.iter().map(move |m| (model(m), f(m)));
+        gauge(
+            encoder,
+            "llm_ready",
+            "1 while the model's engine answers its health check",
+            None,
+            each(|m| f64::from(u8::from(m.stats.ready()))),
+        )?;
+        let running = |m: &LlmModel| f64::from(m.stats.engine().map_or(m.stats.running(), |load| load.running));
+        gauge(encoder, "llm_running", "Sequences the model's engine is generating", None, each(running))?;
+        let waiting = |m: &LlmModel| f64::from(m.stats.waiting() + m.stats.engine().map_or(0, |load| load.waiting));
+        gauge(encoder, "llm_waiting", "Requests waiting for the model's engine, here and in it", None, each(waiting))?;
+        let kv = llms.iter().filter_map(|m| Some((model(m), m.stats.engine()?.kv_cache_use?)));
+        gauge(
+            encoder,
+            "llm_kv_cache_use",
+            "KV-cache use of the model's engine, where it reports it",
+            Some(&Unit::Other("ratio".into())),
+            kv,
+        )?;
+        type Count = fn(&LlmModel) -> u64;
+        let counters: [(&str, &str, Count); 4] = [
+            ("llm_requests", "Language-model requests the engine here served", |m| m.stats.requests()),
+            ("llm_prompt_tokens", "Prompt tokens the engine here processed (where it reported usage)", |m| {
+                m.stats.tokens().0
+            }),
+            ("llm_completion_tokens", "Tokens the engine here generated (where it reported usage)", |m| {
+                m.stats.tokens().1
+            }),
+            ("llm_cached_tokens", "Prompt tokens the engine here served from its cache", |m| m.stats.tokens().2),
+        ];
+        for (name, help, count) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for m in llms {
+                ConstCounter::new(count(m)).encode(family.encode_family(&model(m))?)?;
+            }
+        }
+        type Of = fn(&LlmModel) -> &Histogram;
+        let histograms: [(&str, &str, Of); 2] = [
+            ("llm_time_to_first_token", "Time from starting a request in the engine to its first token", |m| {
+                &m.stats.ttft_seconds
+            }),
+            ("llm_inter_token", "Time between the tokens of a stream", |m| &m.stats.inter_token_seconds),
+        ];
+        for (name, help, histogram) in histograms {
+            let mut family = encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+            for m in llms {
+                histogram(m).encode(family.encode_family(&model(m))?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// This node's GPUs as its metrics actor last published them.
     fn encode_gpus(&self, encoder: &mut DescriptorEncoder<'_>, view: &ClusterView) -> std::fmt::Result {
         let gpus = view.members.iter().find(|m| m.is_self).and_then(|m| m.load.as_ref()).map(|l| l.gpus.clone());

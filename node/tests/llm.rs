@@ -119,6 +119,15 @@ async fn any_node_serves_the_language_models_of_the_cluster() {
     let tail: Value = serde_json::from_str(&plain[plain.len() - 2]).expect("the last chunk");
     assert!(tail["gpumesh"].is_object() && tail.get("usage").is_none(), "without usage, a chunk of its own: {tail}");
 
+    // The engine's node measured what it served.
+    let metrics = client.get(format!("{n2}/metrics")).send().await.expect("up").text().await.expect("text");
+    let value = |line_start: &str| -> f64 {
+        metrics.lines().find_map(|line| line.strip_prefix(line_start)?.trim().parse().ok()).unwrap_or(0.0)
+    };
+    assert!(value("gpumesh_llm_requests_total{model=\"chat\"}") >= 1.0, "{metrics}");
+    assert!(value("gpumesh_llm_time_to_first_token_seconds_count{model=\"chat\"}") >= 1.0, "{metrics}");
+    assert!(value("gpumesh_llm_completion_tokens_total{model=\"chat\"}") >= 12.0, "{metrics}");
+    assert_eq!(value("gpumesh_llm_ready{model=\"chat\"}"), 1.0);
     let completion = json!({"model": "chat", "prompt": "Once upon a time", "max_tokens": 5});
     let answer: Value = client
         .post(format!("{n1}/v1/completions"))

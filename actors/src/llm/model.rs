@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -25,7 +26,7 @@ use crate::registry::{LlmKind, ModelSpec};
 const EWMA_ALPHA: f64 = 0.2;
 
 /// What gpumesh knows of one language model's load.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LlmStats {
     ready: AtomicBool,
     /// Requests waiting here for room in the engine.
@@ -44,6 +45,34 @@ pub struct LlmStats {
     cached_tokens: AtomicU64,
     /// Woken when readiness changes, so the load is published at once.
     pub(crate) changed: tokio::sync::Notify,
+    /// Time to first token of each request, seconds
+    /// (`gpumesh_llm_time_to_first_token_seconds`).
+    pub ttft_seconds: Histogram,
+    /// Time between the pieces of a stream, seconds
+    /// (`gpumesh_llm_inter_token_seconds`).
+    pub inter_token_seconds: Histogram,
+}
+
+impl Default for LlmStats {
+    fn default() -> Self {
+        Self {
+            ready: AtomicBool::default(),
+            waiting: AtomicU32::default(),
+            running: AtomicU32::default(),
+            engine: std::sync::Mutex::default(),
+            ttft_ms: AtomicU64::default(),
+            decode_tokens_per_s: AtomicU64::default(),
+            requests: AtomicU64::default(),
+            prompt_tokens: AtomicU64::default(),
+            completion_tokens: AtomicU64::default(),
+            cached_tokens: AtomicU64::default(),
+            changed: tokio::sync::Notify::new(),
+            // 1 ms to about 3 min.
+            ttft_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            // 100 us to about 6 s.
+            inter_token_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+        }
+    }
 }
 
 fn ewma(cell: &AtomicU64, sample: f64) {
@@ -210,9 +239,14 @@ impl Stream for Metered {
         let polled = self.pieces.as_mut().poll_next(cx);
         if let Poll::Ready(Some(Ok(piece))) = &polled {
             let now = self.clock.now();
-            if self.first.is_none() {
-                self.first = Some(now);
-                ewma(&self.stats.ttft_ms, now.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
+            match self.last {
+                None => {
+                    self.first = Some(now);
+                    let ttft = now.saturating_duration_since(self.started).as_secs_f64();
+                    self.stats.ttft_seconds.observe(ttft);
+                    ewma(&self.stats.ttft_ms, ttft * 1000.0);
+                }
+                Some(last) => self.stats.inter_token_seconds.observe(now.saturating_duration_since(last).as_secs_f64()),
             }
             self.last = Some(now);
             self.count += 1;

@@ -64,7 +64,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Relay {
     /// The relay of node `me`, serving `models` and reading over `peers`;
-    /// a read stream with no frame for `idle_timeout` fails.
+    /// a read stream with no frame for `idle_timeout` fails. Stream numbers
+    /// start at `first_stream`: a restarted node must not take the frames
+    /// of its former self's streams for its own.
     pub fn new(
         me: &str,
         peers: PeerClient,
@@ -72,6 +74,7 @@ impl Relay {
         models: Arc<Vec<Arc<LlmModel>>>,
         clock: Arc<dyn Clock>,
         idle_timeout: Duration,
+        first_stream: u64,
     ) -> Self {
         Self {
             me: me.to_string(),
@@ -80,7 +83,7 @@ impl Relay {
             models,
             clock,
             idle_timeout,
-            next_stream: AtomicU64::new(1),
+            next_stream: AtomicU64::new(first_stream),
             reading: Mutex::default(),
             serving: Mutex::default(),
         }
@@ -143,7 +146,13 @@ impl Relay {
             return;
         };
         match frame.kind {
-            kind @ (FrameKind::Piece { .. } | FrameKind::End { .. }) => self.deliver(frame.stream, kind),
+            kind @ (FrameKind::Piece { .. } | FrameKind::End { .. }) => {
+                if !self.deliver(frame.stream, kind) {
+                    // Nobody here reads it (its reader left, or this node
+                    // restarted): stop it where it runs.
+                    tokio::spawn(self.send(&frame.from, frame.stream, FrameKind::Cancel));
+                }
+            }
             FrameKind::Credit { upto } => {
                 if let Some(served) = lock(&self.serving).get(&(frame.from, frame.stream)) {
                     served.credit.send_if_modified(|credit| {
@@ -162,14 +171,17 @@ impl Relay {
         }
     }
 
-    fn deliver(&self, stream: u64, kind: FrameKind) {
+    /// Hands a frame to the reader of `stream`; false when there is none.
+    fn deliver(&self, stream: u64, kind: FrameKind) -> bool {
         let mut reading = lock(&self.reading);
-        let Some(sender) = reading.get(&stream) else { return };
+        let Some(sender) = reading.get(&stream) else { return false };
         if sender.try_send(kind).is_err() {
             // A serving node beyond its window, or a reader gone: end it.
             tracing::warn!(stream, "a stream's frames overflowed its window; ending it");
             reading.remove(&stream);
+            return false;
         }
+        true
     }
 
     fn send(&self, to: &str, stream: u64, kind: FrameKind) -> impl Future<Output = bool> + Send + 'static {

@@ -24,11 +24,11 @@ pub struct Open {
     pub request: LlmRequest,
 }
 
-/// One message of an open stream, named by the accepting node and its
-/// number for the stream.
+/// One message of an open stream: the node that sends it, and the
+/// accepting node's number for the stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Frame {
-    /// The accepting node.
+    /// The node that sends the frame.
     pub from: String,
     pub stream: u64,
     pub kind: FrameKind,
