@@ -1,6 +1,7 @@
 //! `gpumesh bench`: load against one or more nodes, closed loop (fixed
 //! concurrency) or open loop (fixed rate), then throughput, latency
-//! percentiles, errors and where the requests ran.
+//! percentiles, errors and where the requests ran. `--openai` streams
+//! chat completions instead (see `bench_llm`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,22 +22,38 @@ use crate::client::{Outcome, Prepared, model_info, random_request, send};
 const OPEN_LOOP_MAX_INFLIGHT: usize = 10_000;
 
 /// Flags of `gpumesh bench`.
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub(crate) struct BenchArgs {
     /// Node HTTP addresses, comma-separated; requests are spread over them.
     #[arg(long, value_delimiter = ',', required = true)]
-    node: Vec<String>,
+    pub(crate) node: Vec<String>,
     #[arg(long)]
-    model: String,
+    pub(crate) model: String,
     /// Requests kept in flight (closed loop).
     #[arg(long, default_value_t = 8, conflicts_with = "rate")]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Requests per second started on schedule (open loop).
     #[arg(long)]
-    rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// How long to run, such as 30s or 2m.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
+    /// Streamed chat completions of a language model (`/v1`) instead of
+    /// tensors: time to first token, inter-token and end-to-end latency.
+    #[arg(long, conflicts_with_all = ["binary", "jobs", "batch_size"])]
+    pub(crate) openai: bool,
+    /// Words in each prompt (`--openai`).
+    #[arg(long, default_value_t = 128)]
+    pub(crate) prompt_tokens: usize,
+    /// Words at the start of each prompt its group shares (`--openai`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) shared_prefix_tokens: usize,
+    /// Groups of requests sharing a prefix (`--openai`).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) prefix_groups: usize,
+    /// Tokens generated per request (`--openai`).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_tokens: u32,
     /// Rows per request.
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
@@ -49,7 +66,7 @@ pub(crate) struct BenchArgs {
     jobs: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Default)]
@@ -106,7 +123,7 @@ struct Latency {
     mean: f64,
 }
 
-fn percentile(sorted: &[u64], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u64], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -114,7 +131,7 @@ fn percentile(sorted: &[u64], fraction: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
-fn progress(duration: Duration) -> ProgressBar {
+pub(crate) fn progress(duration: Duration) -> ProgressBar {
     let bar = ProgressBar::new(duration.as_secs().max(1));
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} s  {msg}")
@@ -280,6 +297,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
         bail!("--rate must be a positive number of requests per second");
+    }
+    if args.openai {
+        return crate::bench_llm::run(&args).await;
     }
     let client = crate::client::http_client()?;
     let info = model_info(&client, &args.node[0], &args.model).await?;

@@ -10,6 +10,7 @@
 //! together and owns no decision of its own.
 
 mod bench;
+mod bench_llm;
 mod client;
 mod demo;
 mod infer_cmd;
