@@ -133,6 +133,8 @@ fn llm_load(model: &LlmModel) -> ModelLoad {
     // Rounded so jitter does not republish the load.
     let measured = |value: f64| (value > 0.0).then(|| (value * 10.0).round() / 10.0);
     let ttft_ms = measured(stats.ttft_ms());
+    let percentiles = stats.ttft_percentiles();
+    let (prompt, _, cached) = stats.tokens();
     ModelLoad {
         name: model.spec.name.clone(),
         device: model.device().to_string(),
@@ -140,8 +142,9 @@ fn llm_load(model: &LlmModel) -> ModelLoad {
         queue_depth: waiting,
         inflight: running,
         completed: stats.requests(),
-        p50_ms: None,
-        p99_ms: None,
+        // For a language model: its time to first token.
+        p50_ms: percentiles.and_then(|(p50, _)| measured(p50)),
+        p99_ms: percentiles.and_then(|(_, p99)| measured(p99)),
         llm: Some(LlmLoad {
             ready: stats.ready(),
             running,
@@ -149,6 +152,7 @@ fn llm_load(model: &LlmModel) -> ModelLoad {
             kv_cache_use: engine.and_then(|load| load.kv_cache_use).map(|use_| (use_ * 1000.0).round() / 1000.0),
             ttft_ms,
             decode_tokens_per_s: measured(stats.decode_tokens_per_s()),
+            cached_ratio: (prompt > 0).then(|| (cached as f64 / prompt as f64 * 1000.0).round() / 1000.0),
         }),
     }
 }

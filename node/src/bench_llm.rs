@@ -101,20 +101,32 @@ struct Report {
     by_node: BTreeMap<String, u64>,
 }
 
-/// The prompt of request `index`: its group's shared prefix, then words
-/// of its own, `prompt_tokens` words in all.
-fn prompt(args: &BenchArgs, index: u64) -> String {
+/// The prompt of request `index` of run `run`: its group's shared prefix,
+/// then words of its own, `prompt_tokens` words in all. The run's number
+/// keeps engines from serving one run's prompts from an earlier run's cache.
+fn prompt(args: &BenchArgs, run: u64, index: u64) -> String {
     let group = index % args.prefix_groups.max(1) as u64;
     let shared = args.shared_prefix_tokens.min(args.prompt_tokens);
-    let mut words: Vec<String> = (0..shared).map(|i| format!("g{group}w{i}")).collect();
-    words.extend((shared..args.prompt_tokens).map(|i| format!("r{index}w{i}")));
+    let mut words: Vec<String> = (0..shared).map(|i| format!("x{}g{group}w{i}", base36(run))).collect();
+    words.extend((shared..args.prompt_tokens).map(|i| format!("x{}r{index}w{i}", base36(run))));
     words.join(" ")
 }
 
-async fn one(client: &reqwest::Client, base: &str, args: &BenchArgs, index: u64) -> Measured {
+fn base36(mut value: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(std::char::from_digit((value % 36) as u32, 36).unwrap_or('0'));
+        value /= 36;
+        if value == 0 {
+            return digits.iter().rev().collect();
+        }
+    }
+}
+
+async fn one(client: &reqwest::Client, base: &str, args: &BenchArgs, run: u64, index: u64) -> Measured {
     let body = json!({
         "model": args.model,
-        "messages": [{"role": "user", "content": prompt(args, index)}],
+        "messages": [{"role": "user", "content": prompt(args, run, index)}],
         "max_tokens": args.max_tokens,
         "stream": true,
         "stream_options": {"include_usage": true},
@@ -174,6 +186,8 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let started = SystemClock.now();
     let deadline = started + args.duration;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Three base-36 digits: short, so prompts stay the size asked for.
+    let run = SystemClock.unix_ms() % 46_656;
     let mut handles = Vec::new();
     match args.rate {
         None => {
@@ -182,8 +196,8 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 handles.push(tokio::spawn(async move {
                     while SystemClock.now() < deadline {
                         let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let measured = one(&client, &args.node[index as usize % args.node.len()], &args, index).await;
-                        tally.lock().await.record(measured);
+                        let node = &args.node[index as usize % args.node.len()];
+                        tally.lock().await.record(one(&client, node, &args, run, index).await);
                     }
                 }));
             }
@@ -198,8 +212,8 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 tokio::time::sleep_until(scheduled).await;
                 let (client, tally, args) = (client.clone(), tally.clone(), args.clone());
                 handles.push(tokio::spawn(async move {
-                    let measured = one(&client, &args.node[index as usize % args.node.len()], &args, index).await;
-                    tally.lock().await.record(measured);
+                    let node = &args.node[index as usize % args.node.len()];
+                    tally.lock().await.record(one(&client, node, &args, run, index).await);
                 }));
                 bar.set_position(started.elapsed().as_secs());
             }

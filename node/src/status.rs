@@ -59,6 +59,7 @@ pub(crate) fn render(cluster: &ClusterResponse) -> String {
             node.http_addr.as_deref().unwrap_or("-"),
         ));
     }
+    out.push_str(&render_llms(cluster));
     out.push_str(&format!(
         "{} alive, {} gpus, {} MB VRAM, queue {}, in flight {}\n",
         cluster.totals.nodes_alive,
@@ -68,6 +69,52 @@ pub(crate) fn render(cluster: &ClusterResponse) -> String {
         cluster.totals.inflight
     ));
     out
+}
+
+/// Each language model on each node that serves it, with its engine's
+/// load and what was measured; empty without language models.
+fn render_llms(cluster: &ClusterResponse) -> String {
+    let rows: Vec<String> = cluster
+        .nodes
+        .iter()
+        .flat_map(|node| node.models.iter().filter_map(move |model| Some((node, model, model.llm.as_ref()?))))
+        .map(|(node, model, llm)| {
+            let ms = |value: Option<f64>| value.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+            let ratio = |value: Option<f64>| value.map_or_else(|| "-".into(), |v| format!("{:.0}%", v * 100.0));
+            format!(
+                "{:<20} {:<12} {:<10} {:<5} {:>7} {:>7} {:>9} {:>9} {:>8} {:>5} {:>6}\n",
+                model.name,
+                node.name,
+                model.device,
+                llm.ready,
+                llm.running,
+                llm.waiting,
+                ms(model.p50_ms),
+                ms(model.p99_ms),
+                ms(llm.decode_tokens_per_s),
+                ratio(llm.kv_cache_use),
+                ratio(llm.cached_ratio),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let head = format!(
+        "{:<20} {:<12} {:<10} {:<5} {:>7} {:>7} {:>9} {:>9} {:>8} {:>5} {:>6}\n",
+        "LANGUAGE MODEL",
+        "NODE",
+        "ENGINE",
+        "READY",
+        "RUNNING",
+        "WAITING",
+        "TTFT_P50",
+        "TTFT_P99",
+        "TOK/S",
+        "KV",
+        "CACHED"
+    );
+    head + &rows.concat()
 }
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {

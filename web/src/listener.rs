@@ -64,6 +64,11 @@ impl axum::serve::Listener for LimitedListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let slot = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        // Streams (server-sent events) go out event by event: no waiting
+        // for an acknowledgement to batch small writes (Nagle).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on a client connection");
+        }
         let idle = Box::pin(tokio::time::sleep(self.idle_timeout));
         let clock = self.clock.clone();
         (LimitedStream { stream, _slot: slot, idle_timeout: self.idle_timeout, clock, idle }, addr)

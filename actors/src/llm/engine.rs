@@ -91,17 +91,21 @@ impl Engine for HttpEngine {
     async fn start(&self, request: &LlmRequest) -> Result<Pieces, LlmError> {
         let body = request.engine_body(&self.upstream_model().await)?;
         let url = format!("{}{}", self.spec.url, request.endpoint.path());
-        let response = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| {
-                let message = format!("the engine at {} is not answering: {error}", self.spec.url);
-                LlmError::with_status(502, message)
-            })?;
+        let send = || {
+            let request = self.client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json");
+            request.body(body.clone()).send()
+        };
+        // A pooled connection the engine has just closed (llama.cpp closes
+        // one after its 100th request) fails before anything is sent: once
+        // more, on a fresh connection.
+        let sent = match send().await {
+            Err(error) if error.is_request() || error.is_connect() => send().await,
+            sent => sent,
+        };
+        let response = sent.map_err(|error| {
+            let message = format!("the engine at {} is not answering: {error}", self.spec.url);
+            LlmError::with_status(502, message)
+        })?;
         let status = response.status().as_u16();
         if status != 200 {
             let text = response.text().await.unwrap_or_default();

@@ -24,6 +24,8 @@ use crate::registry::{LlmKind, ModelSpec};
 
 /// Weight of the newest request in the averages.
 const EWMA_ALPHA: f64 = 0.2;
+/// Requests whose time to first token the percentiles cover.
+const RECENT_TTFTS: usize = 256;
 
 /// What gpumesh knows of one language model's load.
 #[derive(Debug)]
@@ -43,7 +45,8 @@ pub struct LlmStats {
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     cached_tokens: AtomicU64,
-    /// Woken when readiness changes, so the load is published at once.
+    /// Woken when readiness changes, so the load is published at once, and
+    /// when the engine may be down, so its health is checked at once.
     pub(crate) changed: tokio::sync::Notify,
     /// Time to first token of each request, seconds
     /// (`gpumesh_llm_time_to_first_token_seconds`).
@@ -51,6 +54,8 @@ pub struct LlmStats {
     /// Time between the pieces of a stream, seconds
     /// (`gpumesh_llm_inter_token_seconds`).
     pub inter_token_seconds: Histogram,
+    /// The times to first token of the latest requests, ms.
+    recent_ttft_ms: std::sync::Mutex<std::collections::VecDeque<f64>>,
 }
 
 impl Default for LlmStats {
@@ -71,6 +76,7 @@ impl Default for LlmStats {
             ttft_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             // 100 us to about 6 s.
             inter_token_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            recent_ttft_ms: std::sync::Mutex::default(),
         }
     }
 }
@@ -103,6 +109,29 @@ impl LlmStats {
     pub fn decode_tokens_per_s(&self) -> f64 {
         f64::from_bits(self.decode_tokens_per_s.load(Ordering::Relaxed))
     }
+    /// Median and 99th percentile of the time to first token of the latest
+    /// requests, ms; `None` before any.
+    pub fn ttft_percentiles(&self) -> Option<(f64, f64)> {
+        let mut recent: Vec<f64> =
+            self.recent_ttft_ms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
+        if recent.is_empty() {
+            return None;
+        }
+        recent.sort_by(f64::total_cmp);
+        let at = |q: f64| recent[((recent.len() as f64 * q).ceil() as usize).clamp(1, recent.len()) - 1];
+        Some((at(0.5), at(0.99)))
+    }
+
+    fn record_ttft(&self, seconds: f64) {
+        self.ttft_seconds.observe(seconds);
+        ewma(&self.ttft_ms, seconds * 1000.0);
+        let mut recent = self.recent_ttft_ms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() >= RECENT_TTFTS {
+            recent.pop_front();
+        }
+        recent.push_back(seconds * 1000.0);
+    }
+
     /// Requests served since start.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -181,7 +210,9 @@ impl LlmModel {
         let started = self.clock.now();
         let pieces = self.engine.start(request).await.inspect_err(|error| {
             if error.status == 502 {
-                self.mark_down();
+                // Not answering: check its health now rather than at the
+                // next tick (one failed connection does not make it down).
+                self.stats.changed.notify_one();
             }
         })?;
         Ok(Box::pin(Metered {
@@ -242,9 +273,7 @@ impl Stream for Metered {
             match self.last {
                 None => {
                     self.first = Some(now);
-                    let ttft = now.saturating_duration_since(self.started).as_secs_f64();
-                    self.stats.ttft_seconds.observe(ttft);
-                    ewma(&self.stats.ttft_ms, ttft * 1000.0);
+                    self.stats.record_ttft(now.saturating_duration_since(self.started).as_secs_f64());
                 }
                 Some(last) => self.stats.inter_token_seconds.observe(now.saturating_duration_since(last).as_secs_f64()),
             }

@@ -148,16 +148,16 @@ impl LlmService {
                 .choose_with(&request.model, local, &request.requirements, tried.attempts, last, &tried.avoid)
                 .map_err(|error| from_infer_error(&request.model, error))?;
             let here = target == me;
-            let first = self.first_piece(&target, here, &request).await;
-            let as_infer = first.as_ref().err().map(as_infer_error);
-            routing.settle(&target, as_infer.as_ref());
-            let error = match first {
+            let error = match self.first_piece(&target, here, &request).await {
                 Ok((first, rest)) => {
                     let route = if here { vec![me.clone()] } else { vec![me.clone(), target.clone()] };
+                    // The stream counts as running there until it ends.
+                    let rest = Box::pin(Running { rest, routing: routing.clone(), target: target.clone() });
                     return Ok(Started { node: target, route, first, rest });
                 }
                 Err(error) => error,
             };
+            routing.settle(&target, Some(&as_infer_error(&error)));
             let failure = Failure { target: target.clone(), here, error: as_infer_error(&error) };
             match next_attempt(failure, &mut tried) {
                 Next::GiveUp(_) => return Err(error),
@@ -228,6 +228,32 @@ impl LlmService {
         answer["gpumesh"] = serde_json::json!({"nodes": [target], "failovers": 0});
         let bytes = serde_json::to_vec(&answer).map_err(|error| LlmError::failed(error.to_string()))?;
         Ok((target.to_string(), bytes))
+    }
+}
+
+/// The pieces of a stream under way on `target`; when they are dropped
+/// (the stream ended, or its client left), the routing service no longer
+/// counts it there.
+struct Running {
+    rest: Pieces,
+    routing: Arc<RoutingService>,
+    target: String,
+}
+
+impl futures_util::Stream for Running {
+    type Item = Result<String, LlmError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rest.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.routing.finished(&self.target);
     }
 }
 

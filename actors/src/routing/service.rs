@@ -300,6 +300,12 @@ impl RoutingService {
         if let Some(cooldown) = cooldown(target == self.args.me, error) {
             lock(&self.reachability).mark_unreachable(target, self.args.clock.now() + cooldown);
         }
+        self.finished(target);
+    }
+
+    /// Books that a request sent to `target` no longer runs there (a
+    /// stream, at its end).
+    pub fn finished(&self, target: &str) {
         lock(&self.state).record_done(target);
     }
 

@@ -85,6 +85,15 @@ window.gpumesh = (() => {
         `<td class="num">${m.completed.toLocaleString("en")}</td></tr>`;
     });
     $("models").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="10" class="muted">no models served here</td></tr>`;
+    const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(0)} %`);
+    const llms = n.llms.map((m) =>
+      `<tr><td>${esc(m.name)}</td><td>${esc(m.engine)}</td><td>${m.ready ? "yes" : "no"}</td>` +
+      `<td class="num">${m.running}</td><td class="num">${m.waiting}</td>` +
+      `<td class="num">${ms(m.ttft_p50_ms)}</td><td class="num">${ms(m.ttft_p99_ms)}</td>` +
+      `<td class="num">${num(m.decode_tokens_per_s)}</td><td class="num">${pct(m.kv_cache_use)}</td>` +
+      `<td class="num">${pct(m.cached_ratio)}</td><td class="num">${m.requests.toLocaleString("en")}</td></tr>`);
+    $("llms").hidden = llms.length === 0;
+    $("llms").tBodies[0].innerHTML = llms.join("");
   }
 
   function vramBar(gpus) {

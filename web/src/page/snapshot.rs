@@ -33,6 +33,23 @@ pub(crate) struct SelfInfo {
     policy: &'static str,
     draining: bool,
     models: Vec<LocalModel>,
+    llms: Vec<LocalLlm>,
+}
+
+/// A language model served here, read live from its engine's counts.
+#[derive(Serialize)]
+struct LocalLlm {
+    name: String,
+    engine: &'static str,
+    ready: bool,
+    running: u32,
+    waiting: u32,
+    ttft_p50_ms: Option<f64>,
+    ttft_p99_ms: Option<f64>,
+    decode_tokens_per_s: Option<f64>,
+    kv_cache_use: Option<f64>,
+    cached_ratio: Option<f64>,
+    requests: u64,
 }
 
 /// A model served here, read live from its executor.
@@ -75,6 +92,30 @@ pub(crate) async fn snapshot(node: &NodeHandle) -> Snapshot {
             service_ms_per_item: m.stats.service_ms_per_item(),
         })
         .collect();
+    let llms = node
+        .llm()
+        .models()
+        .iter()
+        .map(|m| {
+            let stats = &m.stats;
+            let engine = stats.engine();
+            let (prompt, _, cached) = stats.tokens();
+            let percentiles = stats.ttft_percentiles();
+            LocalLlm {
+                name: m.spec.name.clone(),
+                engine: m.device(),
+                ready: stats.ready(),
+                running: engine.map_or(stats.running(), |load| load.running),
+                waiting: stats.waiting() + engine.map_or(0, |load| load.waiting),
+                ttft_p50_ms: percentiles.map(|(p50, _)| p50),
+                ttft_p99_ms: percentiles.map(|(_, p99)| p99),
+                decode_tokens_per_s: Some(stats.decode_tokens_per_s()).filter(|v| *v > 0.0),
+                kv_cache_use: engine.and_then(|load| load.kv_cache_use),
+                cached_ratio: (prompt > 0).then(|| cached as f64 / prompt as f64),
+                requests: stats.requests(),
+            }
+        })
+        .collect();
     let jobs = match node.recent_jobs(RECENT_ROWS).await {
         Ok(jobs) => jobs
             .into_iter()
@@ -105,6 +146,7 @@ pub(crate) async fn snapshot(node: &NodeHandle) -> Snapshot {
             policy: node.policy().as_str(),
             draining: info.draining,
             models,
+            llms,
         },
         cluster: cluster_response(&view, &node.connected()),
         decisions: decisions_json(&node.decisions(), RECENT_ROWS),
