@@ -1,6 +1,9 @@
 //! `gpumesh demo`: start N local node processes (ports, data dirs and a
-//! secret chosen for the user), wait until they see each other, print each
-//! status URL, and stop them cleanly on Ctrl-C.
+//! secret chosen for the user), each with the bundled models and a
+//! language model beside it (llama.cpp's `llama-server` on the tiny GGUF
+//! where scripts/setup.sh built them, else a synthetic one), wait until
+//! they see each other, send a burst of tensor requests and a few chats,
+//! print each status URL, and stop them cleanly on Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,6 +29,12 @@ const STOP_TIMEOUT_MS: u64 = 10_000;
 const BURST_REQUESTS: usize = 64;
 /// The bundled model the burst uses.
 const DEMO_MODEL: &str = "tiny";
+/// The language model beside every node.
+const DEMO_LLM: &str = "tiny-llm";
+/// Chats the demo sends once the cluster has formed.
+const DEMO_CHATS: [&str; 3] = ["Hello, mesh!", "What runs where?", "Tell me about the gossip."];
+/// How long the engines get to load before the chats give up.
+const ENGINES_READY_TIMEOUT_MS: u64 = 30_000;
 
 /// Flags of `gpumesh demo`.
 #[derive(Args, Debug)]
@@ -81,13 +90,59 @@ fn ensure_secret(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A registry for one demo node: the bundled models (their paths made
+/// absolute) and the language model, served by a `llama-server` the node
+/// launches on `engine_port`, or synthetic where none is built.
+fn demo_registry(args: &DemoArgs, name: &str, engine_port: u16) -> anyhow::Result<PathBuf> {
+    let mut models: Vec<toml::Value> = Vec::new();
+    if let Some(bundled) = crate::models::registry_path(None) {
+        let text = std::fs::read_to_string(&bundled)?;
+        let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is invalid", bundled.display()))?;
+        let base = bundled.parent().map(Path::to_path_buf).unwrap_or_default();
+        for mut model in table.get("model").and_then(toml::Value::as_array).cloned().unwrap_or_default() {
+            if let Some(path) = model.get("path").and_then(toml::Value::as_str) {
+                let absolute = base.join(path).display().to_string();
+                model.as_table_mut().map(|fields| fields.insert("path".into(), absolute.into()));
+            }
+            models.push(model);
+        }
+    }
+    let llm: toml::Table = match crate::models::bundled_llama() {
+        Some((server, gguf)) => toml::toml! {
+            name = DEMO_LLM
+            kind = "openai"
+            url = (format!("http://127.0.0.1:{engine_port}"))
+            engine = "llamacpp"
+            max_concurrency = 4
+            launch = [
+                (server.display().to_string()), "-m", (gguf.display().to_string()), "--host", "127.0.0.1",
+                "--port", (engine_port.to_string()), "--metrics", "--slots", "-np", "4", "-t", "1"
+            ]
+        },
+        None => toml::toml! {
+            name = DEMO_LLM
+            kind = "synthetic-llm"
+            prefill_ms_per_token = 0.2
+            decode_ms_per_token = 8.0
+        },
+    };
+    models.push(toml::Value::Table(llm));
+    let mut registry = toml::Table::new();
+    registry.insert("model".into(), toml::Value::Array(models));
+    let path = args.dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(&registry)?).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
 fn spawn_nodes(args: &DemoArgs, secret: &Path) -> anyhow::Result<Vec<DemoNode>> {
     let exe = std::env::current_exe().context("cannot find the gpumesh executable")?;
     let ports = free_ports(args.nodes)?;
+    let engine_ports: Vec<u16> = free_ports(args.nodes)?.into_iter().map(|(http, _, _)| http).collect();
     let seed = format!("127.0.0.1:{}", ports[0].1);
     let mut nodes = Vec::new();
     for (index, (http, gossip, cluster)) in ports.into_iter().enumerate() {
         let name = format!("demo-{}", index + 1);
+        let registry = demo_registry(args, &name, engine_ports[index])?;
         let log = args.dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(&exe);
@@ -101,6 +156,8 @@ fn spawn_nodes(args: &DemoArgs, secret: &Path) -> anyhow::Result<Vec<DemoNode>> 
             .arg(args.dir.join(&name))
             .arg("--secret-file")
             .arg(secret)
+            .arg("--models")
+            .arg(&registry)
             .args(["--gossip-interval-ms", &args.gossip_interval_ms.to_string()])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -179,6 +236,41 @@ async fn burst(nodes: &[DemoNode]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends a few chats to the language model, each to another node, once the
+/// engines are up, and prints the answers and where they were generated.
+async fn chats(nodes: &[DemoNode]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = SystemClock.now() + Duration::from_millis(ENGINES_READY_TIMEOUT_MS);
+    println!();
+    for (index, prompt) in DEMO_CHATS.iter().enumerate() {
+        let url = format!("{}/v1/chat/completions", nodes[index % nodes.len()].url);
+        let body =
+            serde_json::json!({"model": DEMO_LLM, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16});
+        loop {
+            let response = client.post(&url).json(&body).send().await?;
+            let status = response.status();
+            let node = response.headers().get("x-gpumesh-node").and_then(|v| v.to_str().ok()).map(String::from);
+            let answer: serde_json::Value = response.json().await?;
+            if status.is_success() {
+                let text = answer["choices"][0]["message"]["content"].as_str().unwrap_or_default().trim().to_string();
+                println!(
+                    "chat at {} > {prompt}\n  {} (generated on {})",
+                    nodes[index % nodes.len()].name,
+                    text,
+                    node.unwrap_or_default()
+                );
+                break;
+            }
+            if status.as_u16() != 503 || SystemClock.now() >= deadline {
+                bail!("{status}: {}", answer["error"]["message"]);
+            }
+            // The engines are still loading.
+            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Sends SIGTERM to every node and waits for each to exit; kills the ones
 /// that do not stop in time.
 async fn stop_nodes(nodes: &mut [DemoNode]) {
@@ -231,6 +323,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     if let Err(error) = burst(&nodes).await {
         println!("burst of requests skipped: {error:#}");
+    }
+    if let Err(error) = chats(&nodes).await {
+        println!("chats skipped: {error:#}");
     }
     if let Ok(cluster) = fetch_cluster(&reqwest::Client::new(), &nodes[0].url).await {
         print!("\n{}", render(&cluster));

@@ -27,6 +27,16 @@ fn search_roots() -> Vec<PathBuf> {
     roots
 }
 
+/// llama.cpp's `llama-server` of a project-local `.venv` and the tiny GGUF
+/// of `models/`, when scripts/setup.sh has built them.
+pub(crate) fn bundled_llama() -> Option<(PathBuf, PathBuf)> {
+    search_roots().into_iter().find_map(|root| {
+        let server = root.join(".venv/bin/llama-server");
+        let model = root.join("models/tiny-llm.gguf");
+        (server.is_file() && model.is_file()).then_some((server, model))
+    })
+}
+
 /// The registry file: `--models` if given, else the bundled one.
 pub(crate) fn registry_path(flag: Option<&Path>) -> Option<PathBuf> {
     match flag {

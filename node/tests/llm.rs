@@ -294,3 +294,30 @@ async fn language_model_jobs_survive_their_owner_killed_and_restarted() {
         ids.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_its_nodes_death_ends_with_an_error_event_not_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string()]);
+    let client = reqwest::Client::new();
+    let n1 = nodes[0].url.clone();
+    wait_llm_served(&client, &n1, &["n2"], "slow").await;
+    let body = json!({"model": "slow", "messages": [{"role": "user", "content": "a long story"}], "max_tokens": 200, "stream": true});
+    let response = client.post(format!("{n1}/v1/chat/completions")).json(&body).send().await.expect("sent");
+    assert_eq!(response.headers()["x-gpumesh-node"], "n2");
+    let mut events = response.bytes_stream().eventsource();
+    for _ in 0..3 {
+        events.next().await.expect("a chunk").expect("well formed");
+    }
+    nodes[1].kill9();
+    let killed = tokio::time::Instant::now();
+    let rest: Vec<String> =
+        tokio::time::timeout(Duration::from_secs(10), events.map(|e| e.expect("well formed").data).collect())
+            .await
+            .expect("the stream ends soon after its node dies");
+    let last = rest.last().expect("an event after the kill");
+    assert!(!rest.iter().any(|data| data == "[DONE]"), "a cut stream must not look complete: {rest:?}");
+    let error: Value = serde_json::from_str(last).expect("json");
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("n2")), "{error}");
+    eprintln!("measured: the stream ended with an error event {:?} after its node was killed", killed.elapsed());
+}

@@ -1,8 +1,10 @@
 //! Engines the node starts and keeps running itself (a model's `launch`
 //! command): started with the node, restarted with backoff whenever they
-//! exit, stopped with the node. The model is unready from the moment its
-//! engine exits until the engine answers its health check again. Each
-//! engine writes to its own log, `<data dir>/engines/<model>.log`.
+//! exit, stopped with the node, and killed by the kernel if the node dies
+//! without stopping them (`kill -9`): an engine never outlives its node.
+//! The model is unready from the moment its engine exits until the engine
+//! answers its health check again. Each engine writes to its own log,
+//! `<data dir>/engines/<model>.log`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -65,11 +67,21 @@ fn start(argv: &[String], log: &Path) -> std::io::Result<tokio::process::Child> 
     }
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("launch names no program"))?;
-    tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+    die_with_parent(&mut command);
+    command.spawn()
+}
+
+/// Asks the kernel to kill the child when the thread that starts it (a
+/// runtime worker, which lives as long as the node) ends.
+#[allow(unsafe_code, reason = "prctl(PR_SET_PDEATHSIG) must run in the child between fork and exec")]
+fn die_with_parent(command: &mut tokio::process::Command) {
+    // SAFETY: the closure only makes the prctl system call, which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
 }
