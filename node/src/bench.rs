@@ -1,7 +1,7 @@
 //! `gpumesh bench`: load against one or more nodes, closed loop (fixed
 //! concurrency) or open loop (fixed rate), then throughput, latency
 //! percentiles, errors and where the requests ran. `--openai` streams
-//! chat completions instead (see `bench_llm`).
+//! chat completions instead (`bench_llm`, which shares the flags here).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -291,16 +291,19 @@ fn print_report(report: &Report) {
     println!("  {}  {:?}", if report.jobs { "owned by" } else { "ran on  " }, report.by_node);
 }
 
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// The flags every bench run needs right.
+pub(crate) fn check(args: &BenchArgs) -> anyhow::Result<()> {
     if args.node.is_empty() {
         bail!("give at least one --node URL");
     }
     if args.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
         bail!("--rate must be a positive number of requests per second");
     }
-    if args.openai {
-        return crate::bench_llm::run(&args).await;
-    }
+    Ok(())
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    check(&args)?;
     let client = crate::client::http_client()?;
     let info = model_info(&client, &args.node[0], &args.model).await?;
     let mut prepared = random_request(&info, args.batch_size, args.binary, Map::new(), 7)?;

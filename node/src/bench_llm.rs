@@ -180,6 +180,7 @@ fn micros(duration: Duration) -> u64 {
 
 /// Runs the load and prints the report.
 pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    crate::bench::check(args)?;
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let bar = progress(args.duration);

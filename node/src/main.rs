@@ -86,6 +86,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Infer(args) => infer_cmd::run(args).await,
+            Command::Bench(args) if args.openai => bench_llm::run(&args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Jobs(args) => jobs_cmd::run(args).await,
             Command::Keygen => Ok(()),
