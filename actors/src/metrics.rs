@@ -152,6 +152,7 @@ fn llm_load(model: &LlmModel) -> ModelLoad {
             kv_cache_use: engine.and_then(|load| load.kv_cache_use).map(|use_| (use_ * 1000.0).round() / 1000.0),
             ttft_ms,
             decode_tokens_per_s: measured(stats.decode_tokens_per_s()),
+            prefill_tokens_per_s: measured(stats.prefill_tokens_per_s()),
             cached_ratio: (prompt > 0).then(|| (cached as f64 / prompt as f64 * 1000.0).round() / 1000.0),
         }),
     }

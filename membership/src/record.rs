@@ -119,6 +119,10 @@ pub struct LlmLoad {
     /// Measured decode speed (moving average), tokens per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_tokens_per_s: Option<f64>,
+    /// Measured prefill speed (moving average): prompt tokens not cached
+    /// over the time to first token, per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_tokens_per_s: Option<f64>,
     /// Share of prompt tokens the engine served from its cache, where it
     /// reports usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -128,6 +128,15 @@ async fn any_node_serves_the_language_models_of_the_cluster() {
     assert!(value("gpumesh_llm_time_to_first_token_seconds_count{model=\"chat\"}") >= 1.0, "{metrics}");
     assert!(value("gpumesh_llm_completion_tokens_total{model=\"chat\"}") >= 12.0, "{metrics}");
     assert_eq!(value("gpumesh_llm_ready{model=\"chat\"}"), 1.0);
+    // ... and tells the cluster: time to first token, prefill and decode speed.
+    wait_until("n2's measurements reach n1 through gossip", Duration::from_secs(5), || async {
+        let llm = served_llm(&client, n1, "n2", "chat").await?;
+        let measured = ["ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s"]
+            .iter()
+            .all(|k| llm[*k].as_f64().is_some_and(|v| v > 0.0));
+        measured.then_some(())
+    })
+    .await;
     let completion = json!({"model": "chat", "prompt": "Once upon a time", "max_tokens": 5});
     let answer: Value = client
         .post(format!("{n1}/v1/completions"))

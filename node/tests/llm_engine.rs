@@ -137,6 +137,34 @@ async fn engines_beside_two_nodes_serve_every_node() {
         "greedy stream and whole answer agree"
     );
     eprintln!("measured: through n1, {via} streamed {:?}", text);
+
+    // The engine's own refusal comes back as it is: a prompt beyond the
+    // context of a slot.
+    let huge: Vec<String> = (0..3000).map(|i| format!("word{i}")).collect();
+    let too_long =
+        json!({"model": "tiny-llm", "messages": [{"role": "user", "content": huge.join(" ")}], "max_tokens": 4});
+    let response = client.post(format!("{n1}/v1/chat/completions")).json(&too_long).send().await.expect("sent");
+    assert_eq!(response.status(), 400);
+    let refused: Value = response.json().await.expect("json");
+    assert_eq!(refused["error"]["type"], "exceed_context_size_error", "llama.cpp's own error: {refused}");
+
+    // The official client, unchanged, against n1: streamed and whole agree.
+    let script = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key="unused")
+ask = dict(model="tiny-llm", messages=[{"role": "user", "content": "Say something about the mesh."}], max_tokens=24, temperature=0)
+whole = client.chat.completions.create(**ask).choices[0].message.content
+streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **ask) if c.choices)
+print(json.dumps({"whole": whole, "streamed": streamed}))
+"#;
+    let python = repo().join(".venv/bin/python");
+    let output =
+        tokio::process::Command::new(&python).arg("-c").arg(script).arg(n1).output().await.expect("python runs");
+    assert!(output.status.success(), "the openai client failed: {}", String::from_utf8_lossy(&output.stderr));
+    let result: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(result["whole"], result["streamed"], "{result}");
+    assert_eq!(result["whole"].as_str(), Some(text.as_str()), "the official client reads what the engine says");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use futures_util::{Stream, StreamExt as _};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::clock::Clock;
-use crate::llm::engine_load::{EngineLoad, read_metrics};
+use crate::llm::engine_load::{EngineLoad, read_metrics, read_slots};
 use crate::llm::error::LlmError;
 use crate::llm::request::{Endpoint, LlmRequest};
 use crate::llm::synthetic::{self, Answer, DEFAULT_MAX_TOKENS, PrefixCache, Usage};
@@ -139,12 +139,17 @@ impl Engine for HttpEngine {
         if self.spec.engine == EngineKind::Generic {
             return None;
         }
-        let scrape = async {
-            let response = self.client.get(format!("{}/metrics", self.spec.url)).send().await.ok()?;
-            response.text().await.ok()
+        let fetch = |path: &'static str| async move {
+            let request = self.client.get(format!("{}{path}", self.spec.url)).send();
+            let text = async { request.await.ok()?.text().await.ok() };
+            tokio::time::timeout(PROBE_TIMEOUT, text).await.ok().flatten()
         };
-        let text = tokio::time::timeout(PROBE_TIMEOUT, scrape).await.ok()??;
-        read_metrics(self.spec.engine, &text)
+        let mut load = read_metrics(self.spec.engine, &fetch("/metrics").await?)?;
+        // llama.cpp publishes no KV-cache gauge: its slots tell how full it is.
+        if load.kv_cache_use.is_none() && self.spec.engine == EngineKind::Llamacpp {
+            load.kv_cache_use = fetch("/slots").await.as_deref().and_then(read_slots);
+        }
+        Some(load)
     }
 }
 

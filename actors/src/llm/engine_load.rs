@@ -67,6 +67,35 @@ pub fn read_metrics(kind: EngineKind, text: &str) -> Option<EngineLoad> {
     Some(EngineLoad { running: running_now.map_or(0, count), waiting: waiting_now.map_or(0, count), kv_cache_use })
 }
 
+/// KV-cache use of a llama.cpp engine from its `/slots`: the context its
+/// busy slots hold (prompt and generated tokens) over every slot's
+/// context; `None` when the text is no slot list.
+pub fn read_slots(text: &str) -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    struct Slot {
+        n_ctx: u64,
+        #[serde(default)]
+        is_processing: bool,
+        #[serde(default)]
+        n_prompt_tokens: u64,
+        #[serde(default)]
+        next_token: Vec<NextToken>,
+    }
+    #[derive(serde::Deserialize)]
+    struct NextToken {
+        #[serde(default)]
+        n_decoded: u64,
+    }
+    let slots: Vec<Slot> = serde_json::from_str(text).ok()?;
+    let total: u64 = slots.iter().map(|slot| slot.n_ctx).sum();
+    let held: u64 = slots
+        .iter()
+        .filter(|slot| slot.is_processing)
+        .map(|slot| slot.n_prompt_tokens + slot.next_token.iter().map(|next| next.n_decoded).sum::<u64>())
+        .sum();
+    (total > 0).then(|| (held as f64 / total as f64).clamp(0.0, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +121,18 @@ vllm:num_requests_waiting{model_name=\"a\"} 7.0
 # TYPE vllm:gpu_cache_usage_perc gauge
 vllm:gpu_cache_usage_perc{model_name=\"a\"} 0.25
 ";
+
+    #[test]
+    fn llama_cpp_slots_give_kv_use() {
+        let slots = r#"[
+            {"id":0,"n_ctx":2048,"is_processing":true,"n_prompt_tokens":512,"next_token":[{"n_decoded":512}]},
+            {"id":1,"n_ctx":2048,"is_processing":false,"n_prompt_tokens":900,"next_token":[{"n_decoded":9}]},
+            {"id":2,"n_ctx":2048,"is_processing":false}
+        ]"#;
+        assert_eq!(read_slots(slots), Some(1024.0 / 6144.0), "only busy slots hold context");
+        assert_eq!(read_slots("[]"), None);
+        assert_eq!(read_slots("{\"error\":1}"), None);
+    }
 
     #[test]
     fn each_engine_is_read_by_its_own_gauges() {

@@ -40,6 +40,9 @@ pub struct LlmStats {
     /// speed (tokens per second).
     ttft_ms: AtomicU64,
     decode_tokens_per_s: AtomicU64,
+    /// Prompt tokens not served from the cache over the time to first
+    /// token (moving average, f64 bits): the prefill speed as seen here.
+    prefill_tokens_per_s: AtomicU64,
     /// Requests served, and their tokens, since start.
     requests: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -67,6 +70,7 @@ impl Default for LlmStats {
             engine: std::sync::Mutex::default(),
             ttft_ms: AtomicU64::default(),
             decode_tokens_per_s: AtomicU64::default(),
+            prefill_tokens_per_s: AtomicU64::default(),
             requests: AtomicU64::default(),
             prompt_tokens: AtomicU64::default(),
             completion_tokens: AtomicU64::default(),
@@ -130,6 +134,12 @@ impl LlmStats {
             recent.pop_front();
         }
         recent.push_back(seconds * 1000.0);
+    }
+
+    /// Moving average of the prefill speed, tokens per second (0 before
+    /// any request with usage).
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        f64::from_bits(self.prefill_tokens_per_s.load(Ordering::Relaxed))
     }
 
     /// Requests served since start.
@@ -279,8 +289,14 @@ impl Stream for Metered {
             }
             self.last = Some(now);
             self.count += 1;
-            if piece.contains("\"usage\"") {
-                count_usage(&self.stats, piece);
+            if piece.contains("\"usage\"")
+                && let Some(uncached) = count_usage(&self.stats, piece)
+                && let Some(first) = self.first
+            {
+                let ttft = first.saturating_duration_since(self.started).as_secs_f64();
+                if uncached > 0 && ttft > 0.0 {
+                    ewma(&self.stats.prefill_tokens_per_s, uncached as f64 / ttft);
+                }
             }
         }
         polled
@@ -299,13 +315,15 @@ impl Drop for Metered {
     }
 }
 
-/// Adds the token counts of a piece's `usage`, if it has one.
-fn count_usage(stats: &LlmStats, piece: &str) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(piece) else { return };
-    let Some(usage) = value.get("usage").filter(|usage| usage.is_object()) else { return };
+/// Adds the token counts of a piece's `usage`, if it has one; the prompt
+/// tokens not served from the cache.
+fn count_usage(stats: &LlmStats, piece: &str) -> Option<u64> {
+    let value = serde_json::from_str::<serde_json::Value>(piece).ok()?;
+    let usage = value.get("usage").filter(|usage| usage.is_object())?;
     let number = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_u64).unwrap_or(0);
     stats.prompt_tokens.fetch_add(number(usage.get("prompt_tokens")), Ordering::Relaxed);
     stats.completion_tokens.fetch_add(number(usage.get("completion_tokens")), Ordering::Relaxed);
     let cached = usage.get("prompt_tokens_details").and_then(|details| details.get("cached_tokens"));
     stats.cached_tokens.fetch_add(number(cached), Ordering::Relaxed);
+    Some(number(usage.get("prompt_tokens")).saturating_sub(number(cached)))
 }
