@@ -128,8 +128,7 @@ fn model_load(model: &ServedModel) -> ModelLoad {
 fn llm_load(model: &LlmModel) -> ModelLoad {
     let stats = &model.stats;
     let engine = stats.engine();
-    let running = engine.map_or(stats.running(), |load| load.running);
-    let waiting = stats.waiting() + engine.map_or(0, |load| load.waiting);
+    let (running, waiting) = (stats.running_now(), stats.waiting_now());
     // Rounded so jitter does not republish the load.
     let measured = |value: f64| (value > 0.0).then(|| (value * 10.0).round() / 10.0);
     let ttft_ms = measured(stats.ttft_ms());

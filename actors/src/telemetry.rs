@@ -263,9 +263,9 @@ impl NodeCollector {
             None,
             each(|m| f64::from(u8::from(m.stats.ready()))),
         )?;
-        let running = |m: &LlmModel| f64::from(m.stats.engine().map_or(m.stats.running(), |load| load.running));
+        let running = |m: &LlmModel| f64::from(m.stats.running_now());
         gauge(encoder, "llm_running", "Sequences the model's engine is generating", None, each(running))?;
-        let waiting = |m: &LlmModel| f64::from(m.stats.waiting() + m.stats.engine().map_or(0, |load| load.waiting));
+        let waiting = |m: &LlmModel| f64::from(m.stats.waiting_now());
         gauge(encoder, "llm_waiting", "Requests waiting for the model's engine, here and in it", None, each(waiting))?;
         let kv = llms.iter().filter_map(|m| Some((model(m), m.stats.engine()?.kv_cache_use?)));
         gauge(

@@ -105,6 +105,17 @@ impl LlmStats {
     pub fn engine(&self) -> Option<EngineLoad> {
         *self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Sequences being generated: the engine's count where it publishes
+    /// one, else the requests gpumesh has inside it.
+    pub fn running_now(&self) -> u32 {
+        self.engine().map_or(self.running(), |load| load.running)
+    }
+
+    /// Requests waiting: here for room in the engine, and in the engine.
+    pub fn waiting_now(&self) -> u32 {
+        self.waiting() + self.engine().map_or(0, |load| load.waiting)
+    }
     /// Moving average of the time to first token, ms (0 before any).
     pub fn ttft_ms(&self) -> f64 {
         f64::from_bits(self.ttft_ms.load(Ordering::Relaxed))

@@ -74,12 +74,11 @@ fn from_infer_error(model: &str, error: InferError) -> LlmError {
 
 fn local_model(model: &LlmModel) -> LocalModel {
     let stats = &model.stats;
-    let engine = stats.engine();
     LocalModel {
         device: model.device().to_string(),
         ready: stats.ready(),
-        queue_depth: stats.waiting() + engine.map_or(0, |load| load.waiting),
-        inflight: engine.map_or(stats.running(), |load| load.running),
+        queue_depth: stats.waiting_now(),
+        inflight: stats.running_now(),
         service_ms_per_item: stats.ttft_ms(),
     }
 }

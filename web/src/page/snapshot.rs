@@ -92,30 +92,7 @@ pub(crate) async fn snapshot(node: &NodeHandle) -> Snapshot {
             service_ms_per_item: m.stats.service_ms_per_item(),
         })
         .collect();
-    let llms = node
-        .llm()
-        .models()
-        .iter()
-        .map(|m| {
-            let stats = &m.stats;
-            let engine = stats.engine();
-            let (prompt, _, cached) = stats.tokens();
-            let percentiles = stats.ttft_percentiles();
-            LocalLlm {
-                name: m.spec.name.clone(),
-                engine: m.device(),
-                ready: stats.ready(),
-                running: engine.map_or(stats.running(), |load| load.running),
-                waiting: stats.waiting() + engine.map_or(0, |load| load.waiting),
-                ttft_p50_ms: percentiles.map(|(p50, _)| p50),
-                ttft_p99_ms: percentiles.map(|(_, p99)| p99),
-                decode_tokens_per_s: Some(stats.decode_tokens_per_s()).filter(|v| *v > 0.0),
-                kv_cache_use: engine.and_then(|load| load.kv_cache_use),
-                cached_ratio: (prompt > 0).then(|| cached as f64 / prompt as f64),
-                requests: stats.requests(),
-            }
-        })
-        .collect();
+    let llms = local_llms(node);
     let jobs = match node.recent_jobs(RECENT_ROWS).await {
         Ok(jobs) => jobs
             .into_iter()
@@ -153,6 +130,33 @@ pub(crate) async fn snapshot(node: &NodeHandle) -> Snapshot {
         jobs,
         sample: node.latest_history().filter(|sample| unix_ms.saturating_sub(sample.unix_ms) <= HISTORY_FRESH_MS),
     }
+}
+
+/// The language models served here, read live from their engines' counts.
+fn local_llms(node: &NodeHandle) -> Vec<LocalLlm> {
+    node.llm()
+        .models()
+        .iter()
+        .map(|m| {
+            let stats = &m.stats;
+            let engine = stats.engine();
+            let (prompt, _, cached) = stats.tokens();
+            let percentiles = stats.ttft_percentiles();
+            LocalLlm {
+                name: m.spec.name.clone(),
+                engine: m.device(),
+                ready: stats.ready(),
+                running: stats.running_now(),
+                waiting: stats.waiting_now(),
+                ttft_p50_ms: percentiles.map(|(p50, _)| p50),
+                ttft_p99_ms: percentiles.map(|(_, p99)| p99),
+                decode_tokens_per_s: Some(stats.decode_tokens_per_s()).filter(|v| *v > 0.0),
+                kv_cache_use: engine.and_then(|load| load.kv_cache_use),
+                cached_ratio: (prompt > 0).then(|| cached as f64 / prompt as f64),
+                requests: stats.requests(),
+            }
+        })
+        .collect()
 }
 
 /// The newest history sample is sent when it is at most this old.
