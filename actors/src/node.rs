@@ -24,7 +24,7 @@ use crate::forward::endpoint::ForwardArgs;
 use crate::forward::peers::{ClusterPeers, PeerNet};
 use crate::job_owner::{JobArgs, JobService};
 use crate::links::{LinkedPeers, LinksArgs};
-use crate::llm::relay::Relay;
+use crate::llm::relay::{Relay, RelayArgs};
 use crate::llm::service::LlmArgs;
 use crate::llm::{LlmModel, LlmService};
 use crate::metrics::MetricsArgs;
@@ -159,17 +159,18 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         llms: llms.clone(),
     }));
     let peers = peer_client(&env, connected_rx.clone(), config.forward_timeout);
-    let relay = Arc::new(Relay::new(
-        name.as_str(),
-        peers.clone(),
-        view_rx.clone(),
-        llms.clone(),
-        env.clock.clone(),
-        config.infer_timeout,
+    let relay = Arc::new(Relay::new(RelayArgs {
+        me: name.to_string(),
+        peers: peers.clone(),
+        view: view_rx.clone(),
+        links: connected_rx.clone(),
+        models: llms.clone(),
+        clock: env.clock.clone(),
+        idle_timeout: config.infer_timeout,
         // Numbers from the start time up: a restarted node (later by far
         // more milliseconds than streams a millisecond) never reuses one.
-        env.clock.unix_ms().wrapping_shl(20),
-    ));
+        first_stream: env.clock.unix_ms().wrapping_shl(20),
+    }));
     let shared = Shared {
         name,
         identity,
@@ -440,7 +441,7 @@ impl NodeHandle {
     }
 
     /// The language models of the cluster, as this node serves them.
-    pub fn llm(&self) -> &LlmService {
+    pub fn llm(&self) -> &Arc<LlmService> {
         &self.llm
     }
 

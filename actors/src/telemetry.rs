@@ -4,7 +4,8 @@
 //! histograms are read from live state at each scrape by [`NodeCollector`],
 //! so they always agree with `GET /cluster`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use gpumesh_membership::{ClusterView, MemberStatus};
 use gpumesh_storage::jobs::{DurableJobs, JobState};
@@ -72,6 +73,28 @@ pub struct Telemetry {
     request_seconds: Family<ModelLabels, Histogram>,
     forwarded: Family<TargetLabels, Counter>,
     forward_failures: Family<FailureLabels, Counter>,
+    failovers: Failovers,
+}
+
+/// Streams whose source failed, by model and outcome. Kept in an ordered
+/// map rather than a `Family`: a `Family` is a `HashMap`, and every new
+/// `RandomState` moves the keys of the ones made after it, which would
+/// change the simulator's traces for a metric it never records.
+#[derive(Clone, Debug, Default)]
+struct Failovers(Arc<Mutex<BTreeMap<(String, &'static str), u64>>>);
+
+impl Collector for Failovers {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let help = "Streams accepted here whose source failed after their first token, by model and outcome \
+                    (continued on another node, finished here, failed)";
+        let mut family = encoder.encode_descriptor("stream_failovers", help, None, MetricType::Counter)?;
+        let counts = self.0.lock().map(|counts| counts.clone()).unwrap_or_default();
+        for ((model, outcome), count) in counts {
+            let labels = [("model", model), ("outcome", outcome.to_string())];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// The outcome label of an inference: `ok` without an error.
@@ -128,8 +151,10 @@ impl Telemetry {
         let forward_failures = Family::<FailureLabels, Counter>::default();
         let help = "Forwards that failed (the request was retried elsewhere or failed), by target and reason";
         declare(&mut registry, "forward_failures", help, None, &forward_failures);
+        let failovers = Failovers::default();
+        registry.register_collector(Box::new(failovers.clone()));
         registry.register_collector(Box::new(collector));
-        Self { registry, requests, request_seconds, forwarded, forward_failures }
+        Self { registry, requests, request_seconds, forwarded, forward_failures, failovers }
     }
 
     /// Records one inference request received here.
@@ -149,6 +174,13 @@ impl Telemetry {
         if let Some(reason) = failure {
             let labels = FailureLabels { target: target.to_string(), reason: reason.to_string() };
             self.forward_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Records a stream of `model` whose source failed, and what came of it.
+    pub fn failover(&self, model: &str, outcome: &'static str) {
+        if let Ok(mut counts) = self.failovers.0.lock() {
+            *counts.entry((model.to_string(), outcome)).or_default() += 1;
         }
     }
 

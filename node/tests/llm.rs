@@ -330,3 +330,58 @@ async fn a_stream_cut_by_its_nodes_death_ends_with_an_error_event_not_done() {
     assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("n2")), "{error}");
     eprintln!("measured: the stream ended with an error event {:?} after its node was killed", killed.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_node_dies_goes_on_on_another_node_as_one_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string(), SLOW_LLM.to_string()]);
+    let client = reqwest::Client::new();
+    let n1 = nodes[0].url.clone();
+    wait_llm_served(&client, &n1, &["n2", "n3"], "slow").await;
+    let messages = json!([{"role": "user", "content": "a long story about the mesh"}]);
+    let body = json!({"model": "slow", "messages": messages, "max_tokens": 60, "stream": true, "stream_options": {"include_usage": true}});
+    let response = client.post(format!("{n1}/v1/chat/completions")).json(&body).send().await.expect("sent");
+    let serving = response.headers()["x-gpumesh-node"].to_str().expect("ascii").to_string();
+    let (killed_index, survivor) = if serving == "n2" { (1, "n3") } else { (2, "n2") };
+    let mut events = response.bytes_stream().eventsource();
+    let mut chunks = Vec::new();
+    for _ in 0..3 {
+        chunks.push(events.next().await.expect("a chunk").expect("well formed").data);
+    }
+    nodes[killed_index].kill9();
+    let killed = tokio::time::Instant::now();
+    let (mut last_at, mut gap) = (killed, Duration::ZERO);
+    while let Some(event) =
+        tokio::time::timeout(Duration::from_secs(15), events.next()).await.expect("the stream goes on")
+    {
+        gap = gap.max(last_at.elapsed());
+        last_at = tokio::time::Instant::now();
+        chunks.push(event.expect("well formed").data);
+    }
+    let completed = killed.elapsed();
+    assert_eq!(chunks.last().map(String::as_str), Some("[DONE]"), "the stream completes: {chunks:?}");
+    let parsed: Vec<Value> = chunks.iter().filter_map(|data| serde_json::from_str(data).ok()).collect();
+    let last = parsed.last().expect("the last chunk");
+    assert_eq!(last["gpumesh"]["failovers"], 1, "{last}");
+    assert_eq!(last["gpumesh"]["nodes"], json!([serving, survivor]), "{last}");
+    assert_eq!(last["usage"]["completion_tokens"], 60, "usage counts the whole completion: {last}");
+    assert!(parsed.iter().all(|chunk| chunk["id"] == parsed[0]["id"] && chunk["created"] == parsed[0]["created"]));
+    let roles = parsed.iter().filter(|chunk| chunk["choices"][0]["delta"].get("role").is_some()).count();
+    assert_eq!(roles, 1, "one role, in the first chunk");
+
+    // What an uninterrupted run says, from the survivor.
+    let whole = json!({"model": "slow", "messages": messages, "max_tokens": 60});
+    let response = client.post(format!("{n1}/v1/chat/completions")).json(&whole).send().await.expect("sent");
+    let reference: Value = response.json().await.expect("json");
+    assert_eq!(reference["gpumesh"]["nodes"], json!([survivor]));
+    let reference = reference["choices"][0]["message"]["content"].as_str().expect("text").to_string();
+    assert_eq!(streamed_text(&chunks), reference, "no token lost or repeated across the move");
+    let metrics = client.get(format!("{n1}/metrics")).send().await.expect("sent").text().await.expect("text");
+    let continued = r#"gpumesh_stream_failovers_total{model="slow",outcome="continued"} 1"#;
+    assert!(metrics.lines().any(|line| line == continued), "the accepting node counts the move: {metrics}");
+    eprintln!(
+        "measured: the stream served by {serving} went on on {survivor}; longest gap between chunks {gap:?}, {} chunks, complete {:?} after the kill",
+        chunks.len(),
+        completed
+    );
+}

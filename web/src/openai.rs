@@ -16,6 +16,8 @@ use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt as _};
+use gpumesh_actors::llm::engine::Piece;
+use gpumesh_actors::llm::failover::{Provenance, provenance_of};
 use gpumesh_actors::llm::{Endpoint, Hints, LlmError, Started};
 use serde_json::{Value, json};
 
@@ -109,9 +111,10 @@ async fn complete(
     Ok(response)
 }
 
-/// The `gpumesh` field: every node that generated a part of the answer.
-fn gpumesh_field(node: &str, cached_tokens: u64) -> Value {
-    json!({"nodes": [node], "failovers": 0, "cached_tokens": cached_tokens})
+/// The `gpumesh` field: every node that generated a part of the answer,
+/// and how often it moved to another node.
+fn gpumesh_field(provenance: &Provenance, cached_tokens: u64) -> Value {
+    json!({"nodes": provenance.nodes, "failovers": provenance.failovers, "cached_tokens": cached_tokens})
 }
 
 fn cached_tokens(object: &Value) -> Option<u64> {
@@ -120,13 +123,13 @@ fn cached_tokens(object: &Value) -> Option<u64> {
 
 /// The one JSON object of an answer that does not stream, with `gpumesh`.
 fn whole(started: &Started) -> Response {
-    let Ok(mut object) = serde_json::from_str::<Value>(&started.first) else {
+    let Ok(mut object) = serde_json::from_str::<Value>(&started.first.data) else {
         let error = LlmError::failed(format!("the engine on {} answered with something else than JSON", started.node));
         return OpenAiError(error).into_response();
     };
     let cached = cached_tokens(&object).unwrap_or(0);
     if let Some(fields) = object.as_object_mut() {
-        fields.insert("gpumesh".into(), gpumesh_field(&started.node, cached));
+        fields.insert("gpumesh".into(), gpumesh_field(&provenance_of(&started.provenance), cached));
     }
     (StatusCode::OK, Json(object)).into_response()
 }
@@ -169,8 +172,8 @@ impl StreamHead {
 
     /// The stream's last chunk: the usage chunk with `gpumesh` added, or
     /// one of its own.
-    fn last_chunk(&mut self, node: &str) -> String {
-        let gpumesh = gpumesh_field(node, self.cached_tokens);
+    fn last_chunk(&mut self, provenance: &Provenance) -> String {
+        let gpumesh = gpumesh_field(provenance, self.cached_tokens);
         let mut chunk = self.usage.take().unwrap_or_else(|| {
             json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model, "choices": []})
         });
@@ -183,10 +186,10 @@ impl StreamHead {
 /// chunk (usage, `gpumesh`) and `[DONE]`; an error ends it with an error
 /// event.
 fn streamed(started: Started) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let Started { node, first, rest, .. } = started;
+    let Started { node, first, rest, provenance, .. } = started;
     let mut head = StreamHead::default();
-    head.read(&first, true);
-    let state = (Some(first), Some(rest), head, node, false);
+    head.read(&first.data, true);
+    let state = (Some(first.data), Some(rest), head, (node, provenance), false);
     let events = futures_util::stream::unfold(state, |(first, rest, mut head, node, done)| async move {
         if done {
             return None;
@@ -196,13 +199,16 @@ fn streamed(started: Started) -> Sse<impl Stream<Item = Result<Event, Infallible
         }
         let mut rest = rest?;
         let events = match rest.next().await {
-            Some(Ok(piece)) => {
-                let events = if head.read(&piece, false) { vec![Event::default().data(piece)] } else { Vec::new() };
+            Some(Ok(Piece { data, .. })) => {
+                let events = if head.read(&data, false) { vec![Event::default().data(data)] } else { Vec::new() };
                 return Some((events, (None, Some(rest), head, node, false)));
             }
-            None => vec![Event::default().data(head.last_chunk(&node)), Event::default().data("[DONE]")],
+            None => {
+                let last = head.last_chunk(&provenance_of(&node.1));
+                vec![Event::default().data(last), Event::default().data("[DONE]")]
+            }
             Some(Err(error)) => {
-                tracing::warn!(node = %node, %error, "a stream broke off after its first token");
+                tracing::warn!(node = %node.0, %error, "a stream broke off after its first token and could not go on");
                 vec![Event::default().data(error.openai_body().to_string())]
             }
         };

@@ -5,6 +5,7 @@
 //! - `error`: errors in OpenAI's shape.
 //! - `synthetic`: the synthetic model's tokens, prefix cache and answers
 //!   (pure); `engine_load`: an engine's load from its metrics (pure).
+//! - `piece`: what engines yield, piece by piece.
 //! - `engine`: what generates answers here (an engine beside the node over
 //!   HTTP, or the synthetic one).
 //! - `model`: a model served here: admission, health, measurements.
@@ -13,14 +14,19 @@
 //!   credit (back-pressure) and cancellation.
 //! - `service`: the request path: choose, start, retry before the first
 //!   token.
+//! - `resume` (pure) and `failover`: a stream whose source fails after its
+//!   first token goes on on another node from what was already sent.
 
 pub mod engine;
 pub mod engine_load;
 pub mod error;
+pub mod failover;
 pub(crate) mod launch;
 pub mod model;
+pub mod piece;
 pub mod relay;
 pub mod request;
+pub mod resume;
 pub mod service;
 pub mod synthetic;
 pub mod wire;

@@ -16,10 +16,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::llm::engine::{Engine, Pieces};
+use crate::llm::engine::{Engine, Piece, Pieces};
 use crate::llm::engine_load::EngineLoad;
 use crate::llm::error::LlmError;
 use crate::llm::request::LlmRequest;
+use crate::llm::resume::Resume;
 use crate::registry::{LlmKind, ModelSpec};
 
 /// Weight of the newest request in the averages.
@@ -210,9 +211,10 @@ impl LlmModel {
         }
     }
 
-    /// Runs `request` in the engine once there is room for it; `Err` when
-    /// the engine is down, the queue is full, or the engine refused it.
-    pub async fn start(&self, request: &LlmRequest) -> Result<Pieces, LlmError> {
+    /// Runs `request` in the engine once there is room for it, or with
+    /// `resume` the rest of a completion begun elsewhere; `Err` when the
+    /// engine is down, the queue is full, or the engine refused it.
+    pub async fn start(&self, request: &LlmRequest, resume: Option<&Resume>) -> Result<Pieces, LlmError> {
         let name = &self.spec.name;
         if !self.stats.ready() {
             return Err(LlmError::unavailable(format!("the engine of model {name} is not answering its health check")));
@@ -229,7 +231,7 @@ impl LlmModel {
         drop(waiting);
         let running = Counted::enter(&self.stats, |stats| &stats.running);
         let started = self.clock.now();
-        let pieces = self.engine.start(request).await.inspect_err(|error| {
+        let pieces = self.engine.start(request, resume).await.inspect_err(|error| {
             if error.status == 502 {
                 // Not answering: check its health now rather than at the
                 // next tick (one failed connection does not make it down).
@@ -285,11 +287,11 @@ struct Metered {
 }
 
 impl Stream for Metered {
-    type Item = Result<String, LlmError>;
+    type Item = Result<Piece, LlmError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.pieces.as_mut().poll_next(cx);
-        if let Poll::Ready(Some(Ok(piece))) = &polled {
+        if let Poll::Ready(Some(Ok(Piece { data: piece, .. }))) = &polled {
             let now = self.clock.now();
             match self.last {
                 None => {

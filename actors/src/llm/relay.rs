@@ -24,10 +24,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::forward::client::PeerClient;
-use crate::llm::engine::Pieces;
+use crate::links::LinkedPeers;
+use crate::llm::engine::{Piece, Pieces};
 use crate::llm::error::LlmError;
 use crate::llm::model::LlmModel;
 use crate::llm::request::LlmRequest;
+use crate::llm::resume::Resume;
 use crate::llm::wire::{Frame, FrameKind, Open, Opened, WINDOW, decode, encode};
 use crate::view::until_dead;
 
@@ -41,6 +43,7 @@ pub struct Relay {
     me: String,
     peers: PeerClient,
     view: watch::Receiver<Arc<ClusterView>>,
+    links: watch::Receiver<Arc<LinkedPeers>>,
     models: Arc<Vec<Arc<LlmModel>>>,
     clock: Arc<dyn Clock>,
     /// Longest a reader waits for the next frame.
@@ -53,6 +56,26 @@ pub struct Relay {
     serving: Mutex<BTreeMap<(String, u64), Served>>,
 }
 
+/// What a relay works with.
+pub(crate) struct RelayArgs {
+    /// This node's name.
+    pub(crate) me: String,
+    /// Calls to other nodes.
+    pub(crate) peers: PeerClient,
+    pub(crate) view: watch::Receiver<Arc<ClusterView>>,
+    /// The nodes linked to this one: a read stream whose node's link drops
+    /// fails at once, before gossip declares the node dead.
+    pub(crate) links: watch::Receiver<Arc<LinkedPeers>>,
+    /// The language models this node serves.
+    pub(crate) models: Arc<Vec<Arc<LlmModel>>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// A read stream with no frame for this long fails.
+    pub(crate) idle_timeout: Duration,
+    /// The first stream number: a restarted node must not take the frames
+    /// of its former self's streams for its own.
+    pub(crate) first_stream: u64,
+}
+
 struct Served {
     credit: watch::Sender<u64>,
     task: tokio::task::AbortHandle,
@@ -63,23 +86,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Relay {
-    /// The relay of node `me`, serving `models` and reading over `peers`;
-    /// a read stream with no frame for `idle_timeout` fails. Stream numbers
-    /// start at `first_stream`: a restarted node must not take the frames
-    /// of its former self's streams for its own.
-    pub fn new(
-        me: &str,
-        peers: PeerClient,
-        view: watch::Receiver<Arc<ClusterView>>,
-        models: Arc<Vec<Arc<LlmModel>>>,
-        clock: Arc<dyn Clock>,
-        idle_timeout: Duration,
-        first_stream: u64,
-    ) -> Self {
+    pub(crate) fn new(args: RelayArgs) -> Self {
+        let RelayArgs { me, peers, view, links, models, clock, idle_timeout, first_stream } = args;
         Self {
-            me: me.to_string(),
+            me,
             peers,
             view,
+            links,
             models,
             clock,
             idle_timeout,
@@ -94,12 +107,18 @@ impl Relay {
         lock(&self.serving).len()
     }
 
-    /// Opens `request` on `target`; its pieces come back as they are made.
-    pub async fn open_remote(self: &Arc<Self>, target: &str, request: LlmRequest) -> Result<Pieces, LlmError> {
+    /// Opens `request` (or with `resume` its rest) on `target`; its pieces
+    /// come back as they are made.
+    pub async fn open_remote(
+        self: &Arc<Self>,
+        target: &str,
+        request: LlmRequest,
+        resume: Option<Resume>,
+    ) -> Result<Pieces, LlmError> {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(WINDOW as usize + 2);
         lock(&self.reading).insert(stream, sender);
-        let open = Open { from: self.me.clone(), stream, request };
+        let open = Open { from: self.me.clone(), stream, request, resume };
         if let Err(error) = self.peers.llm_open(target, encode(&open)).await {
             lock(&self.reading).remove(&stream);
             return Err(error);
@@ -112,7 +131,7 @@ impl Relay {
             next_seq: 0,
             credited: 0,
             ended: false,
-            dead: Box::pin(until_dead(self.view.clone(), target.to_string())),
+            dead: Box::pin(until_gone(self.view.clone(), self.links.clone(), target.to_string())),
             idle: Box::pin(tokio::time::sleep(self.idle_timeout)),
         }))
     }
@@ -202,10 +221,10 @@ impl Relay {
     /// Sends the pieces of `open` to its reader, at most a window beyond its
     /// credit.
     async fn pump(&self, open: &Open, model: &LlmModel, mut credit: watch::Receiver<u64>) -> Result<(), LlmError> {
-        let mut pieces = model.start(&open.request).await?;
+        let mut pieces = model.start(&open.request, open.resume.as_ref()).await?;
         let mut seq = 0;
         while let Some(piece) = pieces.next().await {
-            let data = piece?;
+            let Piece { data, tokens } = piece?;
             while seq >= *credit.borrow_and_update() + WINDOW {
                 tokio::select! {
                     changed = tokio::time::timeout(CREDIT_WAIT_MAX, credit.changed()) => {
@@ -218,12 +237,32 @@ impl Relay {
                     }
                 }
             }
-            if !self.send(&open.from, open.stream, FrameKind::Piece { seq, data }).await {
+            if !self.send(&open.from, open.stream, FrameKind::Piece { seq, data, tokens }).await {
                 return Err(LlmError::failed(format!("no link to reader {}", open.from)));
             }
             seq += 1;
         }
         Ok(())
+    }
+}
+
+/// Resolves when `node` is dead in the view or its link drops: "died" or
+/// "lost its link".
+async fn until_gone(
+    view: watch::Receiver<Arc<ClusterView>>,
+    mut links: watch::Receiver<Arc<LinkedPeers>>,
+    node: String,
+) -> &'static str {
+    let unlinked = async {
+        while links.borrow_and_update().contains_key(&node) {
+            if links.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = until_dead(view, node.clone()) => "died",
+        () = unlinked => "lost its link",
     }
 }
 
@@ -236,12 +275,13 @@ struct RemotePieces {
     next_seq: u64,
     credited: u64,
     ended: bool,
-    dead: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Resolves when the serving node dies or its link drops, saying which.
+    dead: Pin<Box<dyn Future<Output = &'static str> + Send>>,
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl RemotePieces {
-    fn end(&mut self, error: Option<LlmError>) -> Poll<Option<Result<String, LlmError>>> {
+    fn end(&mut self, error: Option<LlmError>) -> Poll<Option<Result<Piece, LlmError>>> {
         self.ended = true;
         lock(&self.relay.reading).remove(&self.stream);
         Poll::Ready(error.map(Err))
@@ -249,7 +289,7 @@ impl RemotePieces {
 }
 
 impl Stream for RemotePieces {
-    type Item = Result<String, LlmError>;
+    type Item = Result<Piece, LlmError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.ended {
@@ -257,7 +297,7 @@ impl Stream for RemotePieces {
         }
         loop {
             match self.receiver.poll_recv(cx) {
-                Poll::Ready(Some(FrameKind::Piece { seq, data })) if seq == self.next_seq => {
+                Poll::Ready(Some(FrameKind::Piece { seq, data, tokens })) if seq == self.next_seq => {
                     self.next_seq += 1;
                     if self.next_seq - self.credited >= WINDOW / 2 {
                         self.credited = self.next_seq;
@@ -266,7 +306,7 @@ impl Stream for RemotePieces {
                     }
                     let deadline = self.relay.clock.now() + self.relay.idle_timeout;
                     self.idle.as_mut().reset(deadline);
-                    return Poll::Ready(Some(Ok(data)));
+                    return Poll::Ready(Some(Ok(Piece { data, tokens })));
                 }
                 Poll::Ready(Some(FrameKind::Piece { seq, .. })) => {
                     let error = LlmError::failed(format!("piece {seq} came where {} was due", self.next_seq));
@@ -278,8 +318,8 @@ impl Stream for RemotePieces {
                 Poll::Pending => break,
             }
         }
-        if self.dead.as_mut().poll(cx).is_ready() {
-            let error = LlmError::unavailable(format!("node {} died while generating", self.target));
+        if let Poll::Ready(why) = self.dead.as_mut().poll(cx) {
+            let error = LlmError::unavailable(format!("node {} {why} while generating", self.target));
             return self.end(Some(error));
         }
         if self.idle.as_mut().poll(cx).is_ready() {

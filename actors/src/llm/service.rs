@@ -12,11 +12,13 @@ use futures_util::StreamExt as _;
 
 use crate::clock::Clock;
 use crate::executor::InferError;
-use crate::llm::engine::Pieces;
 use crate::llm::error::LlmError;
+use crate::llm::failover::{Continuer, Provenance, SharedProvenance, continuing};
 use crate::llm::model::LlmModel;
+use crate::llm::piece::{Piece, Pieces};
 use crate::llm::relay::Relay;
 use crate::llm::request::LlmRequest;
+use crate::llm::resume::Resume;
 use crate::routing::candidates::LocalModel;
 use crate::routing::retry::{Failure, Next, Tried, next_attempt};
 use crate::routing::service::RoutingService;
@@ -28,8 +30,11 @@ pub struct Started {
     pub node: String,
     /// Node names hop by hop, this node first.
     pub route: Vec<String>,
-    pub first: String,
+    pub first: Piece,
+    /// The rest; a stream's goes on on another node when its source fails.
     pub rest: Pieces,
+    /// Every node that generated a part, and how often the stream moved.
+    pub provenance: SharedProvenance,
 }
 
 /// What the language-model service works with.
@@ -119,26 +124,43 @@ impl LlmService {
     }
 
     /// Starts `request` on the node the policy picks and returns once its
-    /// first piece is in; the answer is then the client's.
-    pub async fn start(&self, request: LlmRequest) -> Result<Started, LlmError> {
+    /// first piece is in; the answer is then the client's. A stream goes on
+    /// on another node if its source fails later (see `failover`).
+    pub async fn start(self: &Arc<Self>, request: LlmRequest) -> Result<Started, LlmError> {
         let began = self.args.clock.now();
-        let result = self.attempts(request.clone()).await;
+        let result = self.attempts(&request, None, &[]).await;
         let seconds = self.args.clock.now().saturating_duration_since(began).as_secs_f64();
         let known = !matches!(&result, Err(error) if error.code.as_deref() == Some("model_not_found"));
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => crate::telemetry::outcome(Some(&as_infer_error(error))),
         };
-        let node = result.as_ref().ok().map(|started| started.node.as_str());
+        let node = result.as_ref().ok().map(|(node, ..)| node.as_str());
         let label = if known { request.model.as_str() } else { "(unknown)" };
         self.args.telemetry.request(label, outcome, node, seconds);
-        result
+        let (node, route, first, mut rest) = result?;
+        let provenance = Arc::new(std::sync::Mutex::new(Provenance { nodes: vec![node.clone()], failovers: 0 }));
+        if request.stream {
+            let continuer: Arc<dyn Continuer> = self.clone();
+            rest = continuing(continuer, request, node.clone(), &first, rest, provenance.clone());
+        }
+        Ok(Started { node, route, first, rest, provenance })
     }
 
-    async fn attempts(&self, request: LlmRequest) -> Result<Started, LlmError> {
+    /// Chooses a node and starts `request` (with `resume`, its rest) there,
+    /// trying the next best node while it fails before its first piece;
+    /// nodes in `avoid` are tried last. The node, the route, the first
+    /// piece and the rest.
+    async fn attempts(
+        &self,
+        request: &LlmRequest,
+        resume: Option<&Resume>,
+        avoid: &[String],
+    ) -> Result<(String, Vec<String>, Piece, Pieces), LlmError> {
         let routing = &self.args.routing;
         let me = routing.me().to_string();
         let mut tried = Tried::new(self.args.max_attempts);
+        tried.avoid = avoid.to_vec();
         loop {
             tried.attempts += 1;
             let local = self.model(&request.model).map(|model| local_model(model));
@@ -147,12 +169,16 @@ impl LlmService {
                 .choose_with(&request.model, local, &request.requirements, tried.attempts, last, &tried.avoid)
                 .map_err(|error| from_infer_error(&request.model, error))?;
             let here = target == me;
-            let error = match self.first_piece(&target, here, &request).await {
+            let started = match self.start_on(&target, here, request, resume).await {
+                Ok(pieces) => first_of(pieces, &target).await,
+                Err(error) => Err(error),
+            };
+            let error = match started {
                 Ok((first, rest)) => {
                     let route = if here { vec![me.clone()] } else { vec![me.clone(), target.clone()] };
                     // The stream counts as running there until it ends.
                     let rest = Box::pin(Running { rest, routing: routing.clone(), target: target.clone() });
-                    return Ok(Started { node: target, route, first, rest });
+                    return Ok((target, route, first, rest));
                 }
                 Err(error) => error,
             };
@@ -167,20 +193,22 @@ impl LlmService {
         }
     }
 
-    /// Starts `request` on `target` and waits for its first piece.
-    async fn first_piece(&self, target: &str, here: bool, request: &LlmRequest) -> Result<(String, Pieces), LlmError> {
-        first_of(self.start_on(target, here, request).await?, target).await
-    }
-
-    /// Starts `request` on `target`: here, or through the relay.
-    async fn start_on(&self, target: &str, here: bool, request: &LlmRequest) -> Result<Pieces, LlmError> {
+    /// Starts `request` (or with `resume` its rest) on `target`: here, or
+    /// through the relay.
+    async fn start_on(
+        &self,
+        target: &str,
+        here: bool,
+        request: &LlmRequest,
+        resume: Option<&Resume>,
+    ) -> Result<Pieces, LlmError> {
         if here {
             match self.model(&request.model) {
-                Some(model) => model.start(request).await,
+                Some(model) => model.start(request, resume).await,
                 None => Err(LlmError::unavailable(format!("model {} is not served here", request.model))),
             }
         } else {
-            self.args.relay.open_remote(target, request.clone()).await
+            self.args.relay.open_remote(target, request.clone(), resume.cloned()).await
         }
     }
 
@@ -213,7 +241,7 @@ impl LlmService {
     ) -> Result<(String, Vec<u8>), LlmError> {
         let request = request.whole()?;
         let here = target == self.args.routing.me();
-        let result = match self.start_on(target, here, &request).await {
+        let result = match self.start_on(target, here, &request, None).await {
             Ok(pieces) => {
                 let _ = on_start.send(());
                 first_of(pieces, target).await
@@ -222,11 +250,28 @@ impl LlmService {
         };
         self.args.routing.settle(target, result.as_ref().err().map(as_infer_error).as_ref());
         let (whole, _) = result?;
-        let mut answer: serde_json::Value = serde_json::from_str(&whole)
+        let mut answer: serde_json::Value = serde_json::from_str(&whole.data)
             .map_err(|_| LlmError::failed(format!("the engine on {target} answered with something else than JSON")))?;
         answer["gpumesh"] = serde_json::json!({"nodes": [target], "failovers": 0});
         let bytes = serde_json::to_vec(&answer).map_err(|error| LlmError::failed(error.to_string()))?;
         Ok((target.to_string(), bytes))
+    }
+}
+
+#[async_trait::async_trait]
+impl Continuer for LlmService {
+    async fn continue_elsewhere(
+        &self,
+        request: &LlmRequest,
+        sent: &Resume,
+        failed: &[String],
+    ) -> Result<(String, Pieces), LlmError> {
+        let (node, _, first, rest) = self.attempts(request, Some(sent), failed).await?;
+        Ok((node, Box::pin(futures_util::stream::once(std::future::ready(Ok(first))).chain(rest))))
+    }
+
+    fn record(&self, model: &str, outcome: &'static str) {
+        self.args.telemetry.failover(model, outcome);
     }
 }
 
@@ -240,7 +285,7 @@ struct Running {
 }
 
 impl futures_util::Stream for Running {
-    type Item = Result<String, LlmError>;
+    type Item = Result<Piece, LlmError>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
@@ -257,7 +302,7 @@ impl Drop for Running {
 }
 
 /// The first piece of `pieces` and the rest.
-async fn first_of(mut pieces: Pieces, target: &str) -> Result<(String, Pieces), LlmError> {
+async fn first_of(mut pieces: Pieces, target: &str) -> Result<(Piece, Pieces), LlmError> {
     match pieces.next().await {
         Some(Ok(first)) => Ok((first, pieces)),
         Some(Err(error)) => Err(error),

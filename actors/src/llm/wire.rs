@@ -12,16 +12,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::llm::error::LlmError;
 use crate::llm::request::LlmRequest;
+use crate::llm::resume::Resume;
 
 /// Pieces the serving node may send beyond the reader's credit.
 pub const WINDOW: u64 = 32;
 
-/// Opens stream `stream` of node `from` on the serving node.
+/// Opens stream `stream` of node `from` on the serving node: `request`,
+/// or with `resume` the rest of a completion begun elsewhere.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Open {
     pub from: String,
     pub stream: u64,
     pub request: LlmRequest,
+    pub resume: Option<Resume>,
 }
 
 /// One message of an open stream: the node that sends it, and the
@@ -37,8 +40,8 @@ pub struct Frame {
 /// What a [`Frame`] says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FrameKind {
-    /// Piece number `seq` (from 0).
-    Piece { seq: u64, data: String },
+    /// Piece number `seq` (from 0), with its token ids where known.
+    Piece { seq: u64, data: String, tokens: Vec<u32> },
     /// No more pieces: the answer is complete, or failed with `error`.
     End { error: Option<LlmError> },
     /// The reader has taken every piece before `upto`.
@@ -72,10 +75,14 @@ mod tests {
     fn messages_round_trip() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         let request = parse(Endpoint::Chat, body, &Hints::default()).expect("valid");
-        let open = Open { from: "n1".into(), stream: 7, request };
-        assert_eq!(decode::<Open>(&encode(&open)), Some(open));
+        let open = Open { from: "n1".into(), stream: 7, request, resume: None };
+        assert_eq!(decode::<Open>(&encode(&open)), Some(open.clone()));
+        let resume = Resume { text: " the mesh".into(), tokens: 2, ids: vec![259, 260] };
+        let resumed = Open { resume: Some(resume), ..open };
+        assert_eq!(decode::<Open>(&encode(&resumed)), Some(resumed));
         let kinds = [
-            FrameKind::Piece { seq: 3, data: "{\"x\":1}".into() },
+            FrameKind::Piece { seq: 3, data: "{\"x\":1}".into(), tokens: vec![] },
+            FrameKind::Piece { seq: 4, data: "{}".into(), tokens: vec![7, 300] },
             FrameKind::End { error: None },
             FrameKind::End { error: Some(LlmError::queue_full("m", 4, 1)) },
             FrameKind::Credit { upto: 64 },
