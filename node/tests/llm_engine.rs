@@ -5,74 +5,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{GOSSIP_INTERVAL_MS, TestNode, fetch_view, free_ports, start_with_registries, wait_until};
+use common::engine::{engine_pid, engine_registry, llm_load, repo, wait_ready};
+use common::{GOSSIP_INTERVAL_MS, TestNode, free_ports, start_with_registries, wait_until};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
-}
-
-/// A registry with one llama.cpp engine on `port`, launched by the node.
-fn engine_registry(port: u16, extra: &[&str]) -> String {
-    let repo = repo();
-    let server = repo.join(".venv/bin/llama-server");
-    let model = repo.join("models/tiny-llm.gguf");
-    assert!(server.is_file() && model.is_file(), "run scripts/setup.sh first: it builds llama-server and the model");
-    let mut launch = vec![
-        server.display().to_string(),
-        "-m".into(),
-        model.display().to_string(),
-        "--host".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port.to_string(),
-        "--metrics".into(),
-        "--slots".into(),
-        "-t".into(),
-        "1".into(),
-    ];
-    launch.extend(extra.iter().map(|arg| arg.to_string()));
-    let launch: Vec<String> = launch.iter().map(|arg| format!("{arg:?}")).collect();
-    format!(
-        "[[model]]\nname = \"tiny-llm\"\nkind = \"openai\"\nurl = \"http://127.0.0.1:{port}\"\nengine = \"llamacpp\"\nmax_concurrency = 4\nlaunch = [{}]\n",
-        launch.join(", ")
-    )
-}
-
-/// The `llm` load `at` sees `holder` publish for the model.
-async fn llm_load(client: &reqwest::Client, at: &str, holder: &str) -> Option<Value> {
-    let view = fetch_view(client, at).await?;
-    let node = view.nodes.iter().find(|n| n.name == holder && n.status.as_str() == "alive")?;
-    let model = node.models.iter().find(|m| m.name == "tiny-llm")?;
-    serde_json::to_value(model.llm.as_ref()?).ok()
-}
-
-async fn wait_ready(client: &reqwest::Client, at: &str, holders: &[&str]) {
-    wait_until("the engines are up and ready in gossip", Duration::from_secs(30), || async {
-        for holder in holders {
-            llm_load(client, at, holder).await.filter(|llm| llm["ready"] == true)?;
-        }
-        Some(())
-    })
-    .await;
-}
-
-/// The pid of the process whose command line holds `--port <port>`.
-fn engine_pid(port: u16) -> Option<i32> {
-    let wanted = format!("--port\0{port}\0");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        (cmdline.contains("llama-server") && cmdline.contains(&wanted)).then_some(pid)
-    })
-}
 
 async fn chat(client: &reqwest::Client, url: &str, body: &Value) -> (String, Value) {
     let response = client.post(format!("{url}/v1/chat/completions")).json(body).send().await.expect("sent");
@@ -104,8 +44,8 @@ async fn engines_beside_two_nodes_serve_every_node() {
     let (port2, port3) = (free_ports().0, free_ports().0);
     let registries = [
         String::new(),
-        engine_registry(port2, &["-np", "4", "-c", "8192"]),
-        engine_registry(port3, &["-np", "4", "-c", "8192"]),
+        engine_registry(port2, 4, &["-np", "4", "-c", "8192"]),
+        engine_registry(port3, 4, &["-np", "4", "-c", "8192"]),
     ];
     let nodes = start_with_registries(dir.path(), &registries);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -171,7 +111,8 @@ print(json.dumps({"whole": whole, "streamed": streamed}))
 async fn a_killed_engine_turns_its_model_unready_and_is_launched_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (port2, port3) = (free_ports().0, free_ports().0);
-    let registries = [String::new(), engine_registry(port2, &["-np", "2"]), engine_registry(port3, &["-np", "2"])];
+    let registries =
+        [String::new(), engine_registry(port2, 4, &["-np", "2"]), engine_registry(port3, 4, &["-np", "2"])];
     let nodes = start_with_registries(dir.path(), &registries);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let n1 = &nodes[0].url;
@@ -206,7 +147,7 @@ async fn a_killed_engine_turns_its_model_unready_and_is_launched_again() {
 async fn a_client_that_goes_away_cancels_the_generation_in_the_engine() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_ports().0;
-    let registries = [String::new(), engine_registry(port, &["-np", "1", "-c", "32768"])];
+    let registries = [String::new(), engine_registry(port, 4, &["-np", "1", "-c", "32768"])];
     let nodes = start_with_registries(dir.path(), &registries);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let n1 = &nodes[0].url;

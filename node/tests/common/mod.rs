@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, reason = "each test binary uses a different part of the harness")]
 
 pub mod browser;
+pub mod engine;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
