@@ -87,7 +87,7 @@ impl Collector for Failovers {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let help = "Streams accepted here whose source failed after their first token, by model and outcome \
                     (continued on another node, finished here, failed)";
-        let mut family = encoder.encode_descriptor("stream_failovers", help, None, MetricType::Counter)?;
+        let mut family = encoder.encode_descriptor("llm_stream_failovers", help, None, MetricType::Counter)?;
         let counts = self.0.lock().map(|counts| counts.clone()).unwrap_or_default();
         for ((model, outcome), count) in counts {
             let labels = [("model", model), ("outcome", outcome.to_string())];

@@ -377,7 +377,7 @@ async fn a_stream_whose_node_dies_goes_on_on_another_node_as_one_stream() {
     let reference = reference["choices"][0]["message"]["content"].as_str().expect("text").to_string();
     assert_eq!(streamed_text(&chunks), reference, "no token lost or repeated across the move");
     let metrics = client.get(format!("{n1}/metrics")).send().await.expect("sent").text().await.expect("text");
-    let continued = r#"gpumesh_stream_failovers_total{model="slow",outcome="continued"} 1"#;
+    let continued = r#"gpumesh_llm_stream_failovers_total{model="slow",outcome="continued"} 1"#;
     assert!(metrics.lines().any(|line| line == continued), "the accepting node counts the move: {metrics}");
     eprintln!(
         "measured: the stream served by {serving} went on on {survivor}; longest gap between chunks {gap:?}, {} chunks, complete {:?} after the kill",
