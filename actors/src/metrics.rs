@@ -153,6 +153,9 @@ fn llm_load(model: &LlmModel) -> ModelLoad {
             decode_tokens_per_s: measured(stats.decode_tokens_per_s()),
             prefill_tokens_per_s: measured(stats.prefill_tokens_per_s()),
             cached_ratio: (prompt > 0).then(|| (cached as f64 / prompt as f64 * 1000.0).round() / 1000.0),
+            prompt_bytes_per_token: measured(stats.prompt_bytes_per_token()),
+            max_concurrency: u32::try_from(model.kind.max_concurrency()).ok(),
+            prefixes: model.prefix_sketch(),
         }),
     }
 }

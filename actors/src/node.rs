@@ -74,6 +74,9 @@ pub struct NodeConfig {
     pub history_interval: Option<Duration>,
     /// Most nodes one request is tried on.
     pub max_forward_attempts: usize,
+    /// `eta` credits a node with the prompt prefixes its language-model
+    /// engine holds (SPEC section 10).
+    pub prefix_affinity: bool,
     /// TLS for node-to-node links; `None`: plain TCP.
     pub cluster_tls: Option<crate::tls::ClusterTls>,
 }
@@ -330,6 +333,7 @@ async fn assemble(
         relay: shared.relay.clone(),
         models: shared.llms.clone(),
         max_attempts: config.max_forward_attempts.max(1),
+        affinity: config.prefix_affinity,
         clock: env.clock.clone(),
         telemetry: shared.telemetry.clone(),
     }));

@@ -25,7 +25,7 @@ mod view;
 
 pub use diff::{MembershipEvent, diff_views};
 pub use name::NodeName;
-pub use record::{CpuStats, GpuStats, LlmLoad, LoadSummary, ModelLoad, NodeInfo};
+pub use record::{CpuStats, GpuStats, LlmLoad, LoadSummary, MAX_PREFIX_HASHES, ModelLoad, NodeInfo, PrefixSketch};
 pub use secret::{ClusterSecret, SECRET_LEN, SigningKey};
 pub use service::{Membership, MembershipConfig, failure_detector_for};
 pub use signed::{SignedValueError, sign_value, verify_value};

@@ -3,7 +3,9 @@
 //! Two values per node, each signed on its own (see `signed`): `info`
 //! changes rarely (addresses, draining), `load` every metrics tick. Keeping
 //! them apart means a load update does not resend the addresses. Both stay
-//! a few hundred bytes: chitchat is known to slow down with large states.
+//! a few hundred bytes, but for the prefix sketch of each language model
+//! (2 KB at most as published): chitchat is known to slow down with large
+//! states.
 
 use std::net::SocketAddr;
 
@@ -127,11 +129,76 @@ pub struct LlmLoad {
     /// reports usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_ratio: Option<f64>,
+    /// Bytes of gpumesh's rendering of a prompt per prompt token the
+    /// engine counted (moving average): turns a prompt into tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_bytes_per_token: Option<f64>,
+    /// Requests the node lets into the engine at once (its sequences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// The prompt prefixes the engine holds, as the node saw it take them.
+    #[serde(default, skip_serializing_if = "PrefixSketch::is_empty")]
+    pub prefixes: PrefixSketch,
+}
+
+/// Most hashes a [`PrefixSketch`] may carry (a peer's longer one is refused).
+pub const MAX_PREFIX_HASHES: usize = 1024;
+
+/// Prompt prefixes an engine holds: 32-bit hashes of prompt prefixes
+/// (gpumesh's `llm::prefix`), most recently used first. In JSON one hex
+/// string, 8 digits a hash: 256 hashes are 2 KB.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrefixSketch(pub Vec<u32>);
+
+impl PrefixSketch {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, hash: u32) -> bool {
+        self.0.contains(&hash)
+    }
+}
+
+impl Serialize for PrefixSketch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|hash| hash.to_be_bytes()).collect();
+        serializer.serialize_str(&hex::encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for PrefixSketch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        if text.len() > MAX_PREFIX_HASHES * 8 {
+            return Err(serde::de::Error::custom("prefix sketch too long"));
+        }
+        let bytes = hex::decode(text.as_bytes()).map_err(serde::de::Error::custom)?;
+        if bytes.len() % 4 != 0 {
+            return Err(serde::de::Error::custom("prefix sketch is not whole 32-bit hashes"));
+        }
+        let hashes =
+            bytes.chunks_exact(4).map(|four| u32::from_be_bytes([four[0], four[1], four[2], four[3]])).collect();
+        Ok(Self(hashes))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::GpuStats;
+    use super::{GpuStats, MAX_PREFIX_HASHES, PrefixSketch};
+
+    #[test]
+    fn a_prefix_sketch_is_one_hex_string_and_a_bad_one_is_refused() {
+        let sketch = PrefixSketch(vec![0xdead_beef, 7]);
+        let json = serde_json::to_string(&sketch).expect("encodes");
+        assert_eq!(json, "\"deadbeef00000007\"");
+        assert_eq!(serde_json::from_str::<PrefixSketch>(&json).expect("decodes"), sketch);
+        for bad in ["\"deadbee\"", "\"xyz0\"", "17"] {
+            assert!(serde_json::from_str::<PrefixSketch>(bad).is_err(), "{bad}");
+        }
+        let long = format!("\"{}\"", "0".repeat(MAX_PREFIX_HASHES * 8 + 8));
+        assert!(serde_json::from_str::<PrefixSketch>(&long).is_err(), "a sketch over the limit is refused");
+    }
 
     #[test]
     fn used_gpu_memory_leaves_out_what_the_driver_reserves() {

@@ -111,6 +111,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         job_retention: settings.job_retention,
         history_interval: Some(HISTORY_INTERVAL),
         max_forward_attempts: settings.max_forward_attempts,
+        prefix_affinity: settings.prefix_affinity,
         cluster_tls: settings.cluster_tls.clone(),
     };
     if settings.secret.is_none() {

@@ -58,6 +58,9 @@ pub(crate) struct NodeArgs {
     /// Routing policy: eta, least-queue, round-robin, random or weighted-score [default: eta].
     #[arg(long, env = "GPUMESH_POLICY")]
     pub(crate) policy: Option<String>,
+    /// Route language-model requests to the node whose engine likely holds the prompt's prefix, unless it is overloaded: true or false [default: true].
+    #[arg(long, env = "GPUMESH_PREFIX_AFFINITY", value_name = "BOOL")]
+    pub(crate) prefix_affinity: Option<bool>,
     /// Gossip period in milliseconds; failure detection is tuned with it [default: 200].
     #[arg(long, env = "GPUMESH_GOSSIP_INTERVAL_MS", value_name = "MS")]
     pub(crate) gossip_interval_ms: Option<u64>,
@@ -113,6 +116,7 @@ pub(crate) struct NodeSettings {
     pub(crate) gossip_interval: Duration,
     pub(crate) models: Vec<gpumesh_actors::ModelSpec>,
     pub(crate) policy: gpumesh_actors::Policy,
+    pub(crate) prefix_affinity: bool,
     pub(crate) job_retention: gpumesh_storage::jobs::Retention,
     pub(crate) http: gpumesh_web::HttpOptions,
     pub(crate) max_forward_attempts: usize,
@@ -171,6 +175,7 @@ impl NodeArgs {
             gossip_interval: Duration::from_millis(gossip_interval_ms),
             models,
             policy,
+            prefix_affinity: args.prefix_affinity.unwrap_or(true),
             job_retention,
             http,
             max_forward_attempts,

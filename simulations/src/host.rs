@@ -182,6 +182,7 @@ impl HostSetup {
             job_retention: gpumesh_storage::jobs::Retention::default(),
             history_interval: None,
             max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
+            prefix_affinity: true,
             cluster_tls: None,
         };
         let env = self.env(ip);

@@ -16,7 +16,11 @@
 //!   token.
 //! - `resume` (pure) and `failover`: a stream whose source fails after its
 //!   first token goes on on another node from what was already sent.
+//! - `prefix` (pure): the sketch of the prompt prefixes an engine holds,
+//!   gossiped, and what it predicts of a new prompt; `affinity` (pure):
+//!   what a prompt costs on each node, for `eta`.
 
+pub mod affinity;
 pub mod engine;
 pub mod engine_load;
 pub mod error;
@@ -24,6 +28,7 @@ pub mod failover;
 pub(crate) mod launch;
 pub mod model;
 pub mod piece;
+pub mod prefix;
 pub mod relay;
 pub mod request;
 pub mod resume;

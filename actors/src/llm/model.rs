@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::llm::engine::{Engine, Piece, Pieces};
 use crate::llm::engine_load::EngineLoad;
 use crate::llm::error::LlmError;
+use crate::llm::prefix::{Prefixes, Sketch};
 use crate::llm::request::LlmRequest;
 use crate::llm::resume::Resume;
 use crate::registry::{LlmKind, ModelSpec};
@@ -27,6 +28,12 @@ use crate::registry::{LlmKind, ModelSpec};
 const EWMA_ALPHA: f64 = 0.2;
 /// Requests whose time to first token the percentiles cover.
 const RECENT_TTFTS: usize = 256;
+/// Bytes of a rendered prompt per token until the engine has counted some.
+pub const DEFAULT_PROMPT_BYTES_PER_TOKEN: f64 = 4.0;
+/// Tokens an engine beside the node is taken to keep in its prefix cache
+/// (llama.cpp keeps its slots' contexts and, by default, gigabytes more
+/// in host memory; vLLM and SGLang their whole KV cache).
+const ENGINE_CACHE_TOKENS: usize = 131_072;
 
 /// What gpumesh knows of one language model's load.
 #[derive(Debug)]
@@ -44,6 +51,9 @@ pub struct LlmStats {
     /// Prompt tokens not served from the cache over the time to first
     /// token (moving average, f64 bits): the prefill speed as seen here.
     prefill_tokens_per_s: AtomicU64,
+    /// Bytes of gpumesh's rendering of a prompt per prompt token the
+    /// engine counted (moving average, f64 bits).
+    prompt_bytes_per_token: AtomicU64,
     /// Requests served, and their tokens, since start.
     requests: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -72,6 +82,7 @@ impl Default for LlmStats {
             ttft_ms: AtomicU64::default(),
             decode_tokens_per_s: AtomicU64::default(),
             prefill_tokens_per_s: AtomicU64::default(),
+            prompt_bytes_per_token: AtomicU64::default(),
             requests: AtomicU64::default(),
             prompt_tokens: AtomicU64::default(),
             completion_tokens: AtomicU64::default(),
@@ -154,6 +165,12 @@ impl LlmStats {
         f64::from_bits(self.prefill_tokens_per_s.load(Ordering::Relaxed))
     }
 
+    /// Moving average of the bytes of a rendered prompt per token (0
+    /// before any request with usage).
+    pub fn prompt_bytes_per_token(&self) -> f64 {
+        f64::from_bits(self.prompt_bytes_per_token.load(Ordering::Relaxed))
+    }
+
     /// Requests served since start.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -174,6 +191,8 @@ pub struct LlmModel {
     engine: Arc<dyn Engine>,
     admission: Arc<Semaphore>,
     clock: Arc<dyn Clock>,
+    /// The prompt prefixes the engine holds, as seen here.
+    sketch: std::sync::Mutex<Sketch>,
 }
 
 impl LlmModel {
@@ -183,7 +202,33 @@ impl LlmModel {
         let stats = LlmStats::default();
         stats.ready.store(matches!(kind, LlmKind::Synthetic(_)), Ordering::Relaxed);
         let admission = Arc::new(Semaphore::new(kind.max_concurrency()));
-        Self { spec, kind, stats: Arc::new(stats), engine, admission, clock }
+        let sketch = std::sync::Mutex::new(Sketch::new(cache_bytes(&kind, DEFAULT_PROMPT_BYTES_PER_TOKEN)));
+        Self { spec, kind, stats: Arc::new(stats), engine, admission, clock, sketch }
+    }
+
+    fn sketch(&self) -> std::sync::MutexGuard<'_, Sketch> {
+        self.sketch.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What gossip carries of the prefixes the engine holds.
+    pub fn prefix_sketch(&self) -> gpumesh_membership::PrefixSketch {
+        self.sketch().published()
+    }
+
+    /// Bytes of the longest prefix of a prompt the engine holds, as seen
+    /// here (fresher than this node's gossip).
+    pub fn longest_held(&self, prefixes: &Prefixes) -> usize {
+        let sketch = self.sketch();
+        prefixes.longest_held(|hash| sketch.holds(hash))
+    }
+
+    /// The engine took `request`'s prompt.
+    fn took(&self, request: &LlmRequest) {
+        let measured = self.stats.prompt_bytes_per_token();
+        let per_token = if measured > 0.0 { measured } else { DEFAULT_PROMPT_BYTES_PER_TOKEN };
+        let mut sketch = self.sketch();
+        sketch.set_capacity(cache_bytes(&self.kind, per_token));
+        sketch.record(&Prefixes::of(&request.prompt));
     }
 
     /// The engine kind, as gossip shows it.
@@ -238,8 +283,10 @@ impl LlmModel {
                 self.stats.changed.notify_one();
             }
         })?;
+        self.took(request);
         Ok(Box::pin(Metered {
             pieces,
+            prompt_bytes: request.prompt.len(),
             _permit: permit,
             _running: running,
             stats: self.stats.clone(),
@@ -276,6 +323,7 @@ impl Drop for Counted {
 /// speed, and the token counts of any `usage` the engine reports.
 struct Metered {
     pieces: Pieces,
+    prompt_bytes: usize,
     _permit: OwnedSemaphorePermit,
     _running: Counted,
     stats: Arc<LlmStats>,
@@ -303,9 +351,12 @@ impl Stream for Metered {
             self.last = Some(now);
             self.count += 1;
             if piece.contains("\"usage\"")
-                && let Some(uncached) = count_usage(&self.stats, piece)
+                && let Some((prompt, uncached)) = count_usage(&self.stats, piece)
                 && let Some(first) = self.first
             {
+                if prompt > 0 {
+                    ewma(&self.stats.prompt_bytes_per_token, self.prompt_bytes as f64 / prompt as f64);
+                }
                 let ttft = first.saturating_duration_since(self.started).as_secs_f64();
                 if uncached > 0 && ttft > 0.0 {
                     ewma(&self.stats.prefill_tokens_per_s, uncached as f64 / ttft);
@@ -328,9 +379,9 @@ impl Drop for Metered {
     }
 }
 
-/// Adds the token counts of a piece's `usage`, if it has one; the prompt
-/// tokens not served from the cache.
-fn count_usage(stats: &LlmStats, piece: &str) -> Option<u64> {
+/// Adds the token counts of a piece's `usage`, if it has one: the prompt
+/// tokens, and those not served from the cache.
+fn count_usage(stats: &LlmStats, piece: &str) -> Option<(u64, u64)> {
     let value = serde_json::from_str::<serde_json::Value>(piece).ok()?;
     let usage = value.get("usage").filter(|usage| usage.is_object())?;
     let number = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_u64).unwrap_or(0);
@@ -338,5 +389,15 @@ fn count_usage(stats: &LlmStats, piece: &str) -> Option<u64> {
     stats.completion_tokens.fetch_add(number(usage.get("completion_tokens")), Ordering::Relaxed);
     let cached = usage.get("prompt_tokens_details").and_then(|details| details.get("cached_tokens"));
     stats.cached_tokens.fetch_add(number(cached), Ordering::Relaxed);
-    Some(number(usage.get("prompt_tokens")).saturating_sub(number(cached)))
+    let prompt = number(usage.get("prompt_tokens"));
+    Some((prompt, prompt.saturating_sub(number(cached))))
+}
+
+/// Bytes of rendered prompt the engine's prefix cache holds.
+fn cache_bytes(kind: &LlmKind, bytes_per_token: f64) -> usize {
+    let tokens = match kind {
+        LlmKind::Synthetic(synthetic) => synthetic.kv_cache_tokens,
+        LlmKind::OpenAi(_) => ENGINE_CACHE_TOKENS,
+    };
+    (tokens as f64 * bytes_per_token) as usize
 }

@@ -12,14 +12,17 @@ use futures_util::StreamExt as _;
 
 use crate::clock::Clock;
 use crate::executor::InferError;
+use crate::llm::affinity::{LocalPrefill, prompt_costs};
 use crate::llm::error::LlmError;
 use crate::llm::failover::{Continuer, Provenance, SharedProvenance, continuing};
 use crate::llm::model::LlmModel;
 use crate::llm::piece::{Piece, Pieces};
+use crate::llm::prefix::{Prefixes, Sketch};
 use crate::llm::relay::Relay;
 use crate::llm::request::LlmRequest;
 use crate::llm::resume::Resume;
 use crate::routing::candidates::LocalModel;
+use crate::routing::policy::PromptCost;
 use crate::routing::retry::{Failure, Next, Tried, next_attempt};
 use crate::routing::service::RoutingService;
 use crate::telemetry::Telemetry;
@@ -43,13 +46,20 @@ pub(crate) struct LlmArgs {
     pub(crate) relay: Arc<Relay>,
     pub(crate) models: Arc<Vec<Arc<LlmModel>>>,
     pub(crate) max_attempts: usize,
+    /// `eta` credits a node with the prompt prefixes its engine holds.
+    pub(crate) affinity: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) telemetry: Arc<Telemetry>,
 }
 
+/// Bytes of prompt remembered per model and node as sent there from here.
+const SENT_SKETCH_BYTES: usize = 256 * 1024;
+
 /// Serves the language models of the whole cluster at this node.
 pub struct LlmService {
     args: LlmArgs,
+    /// Per (model, node): the prompts this node sent there lately.
+    sent: std::sync::Mutex<BTreeMap<(String, String), Sketch>>,
 }
 
 /// The routing service's words for `error`, for the retry rules.
@@ -90,7 +100,11 @@ fn local_model(model: &LlmModel) -> LocalModel {
 
 impl LlmService {
     pub(crate) fn new(args: LlmArgs) -> Self {
-        Self { args }
+        Self { args, sent: std::sync::Mutex::default() }
+    }
+
+    fn sent(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Sketch>> {
+        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The language models this node serves.
@@ -165,9 +179,11 @@ impl LlmService {
             tried.attempts += 1;
             let local = self.model(&request.model).map(|model| local_model(model));
             let last = tried.last_error.as_ref();
+            let (prefixes, costs) = self.costs(request);
             let target = routing
-                .choose_with(&request.model, local, &request.requirements, tried.attempts, last, &tried.avoid)
+                .choose_with(&request.model, local, &costs, &request.requirements, tried.attempts, last, &tried.avoid)
                 .map_err(|error| from_infer_error(&request.model, error))?;
+            self.sending(&request.model, &target, &prefixes);
             let here = target == me;
             let started = match self.start_on(&target, here, request, resume).await {
                 Ok(pieces) => first_of(pieces, &target).await,
@@ -227,7 +243,48 @@ impl LlmService {
         avoid: &[String],
     ) -> Result<String, InferError> {
         let local = self.model(&request.model).map(|model| local_model(model));
-        self.args.routing.choose_with(&request.model, local, &request.requirements, attempt, last_error, avoid)
+        let (prefixes, costs) = self.costs(request);
+        let target = self.args.routing.choose_with(
+            &request.model,
+            local,
+            &costs,
+            &request.requirements,
+            attempt,
+            last_error,
+            avoid,
+        )?;
+        self.sending(&request.model, &target, &prefixes);
+        Ok(target)
+    }
+
+    /// What the prompt costs on each node that serves the model (see
+    /// `affinity`).
+    fn costs(&self, request: &LlmRequest) -> (Prefixes, BTreeMap<String, PromptCost>) {
+        let prefixes = Prefixes::of(&request.prompt);
+        let local = self.model(&request.model).map(|model| LocalPrefill {
+            prefill_tokens_per_s: model.stats.prefill_tokens_per_s(),
+            ttft_ms: model.stats.ttft_ms(),
+            prompt_bytes_per_token: model.stats.prompt_bytes_per_token(),
+            held_bytes: model.longest_held(&prefixes),
+            slots: u32::try_from(model.kind.max_concurrency()).unwrap_or(u32::MAX),
+        });
+        let costs = {
+            let sent = self.sent();
+            let held = |node: &str| {
+                let key = (request.model.clone(), node.to_string());
+                sent.get(&key).map_or(0, |sketch| prefixes.longest_held(|hash| sketch.holds(hash)))
+            };
+            prompt_costs(&self.args.routing.view(), &request.model, &prefixes, local, &held, self.args.affinity)
+        };
+        (prefixes, costs)
+    }
+
+    /// Remembers that a prompt with `prefixes` goes to `target`.
+    fn sending(&self, model: &str, target: &str, prefixes: &Prefixes) {
+        if target != self.args.routing.me() {
+            let key = (model.to_string(), target.to_string());
+            self.sent().entry(key).or_insert_with(|| Sketch::new(SENT_SKETCH_BYTES)).record(prefixes);
+        }
     }
 
     /// Runs `request` answered whole on `target` (one attempt, for a job):

@@ -90,6 +90,7 @@ fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reachable
         inflight,
         service_ms_per_item,
         network_ms: if member.is_self { 0.0 } else { network_ms },
+        prompt: None,
     }
 }
 

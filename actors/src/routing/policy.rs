@@ -10,6 +10,14 @@
 //!   nodes reading the same stale gossip do not all pick the same target;
 //!   local when local is best; priority 8-10 takes the lowest estimate
 //!   without randomisation.
+//!   For a language model the requests ahead share the engine's sequences
+//!   (they count divided by how many it runs at once), and the "plus one"
+//!   is this prompt's own prefill at the candidate's measured rate, less
+//!   what its prefix sketch predicts its engine has cached
+//!   ([`PromptCost`]), unless the candidate is
+//!   overloaded: more than [`OVERLOAD_FACTOR`] times the requests ahead of
+//!   the least loaded candidate plus [`OVERLOAD_SLACK`]; then load wins and
+//!   its cache counts for nothing.
 //! - `least-queue`: fewest requests ahead (as above).
 //! - `round-robin`, `random`.
 //! - `weighted-score`: the seed design's `VRAM_free*100 - queue*10 -
@@ -23,6 +31,10 @@ use rand::{Rng, RngExt};
 
 /// Candidates within this factor of the best estimate count as near-ties.
 const NEAR_TIE_FACTOR: f64 = 1.10;
+/// A candidate with more requests ahead than this many times the least
+/// loaded one's, plus [`OVERLOAD_SLACK`], gets no credit for its cache.
+pub const OVERLOAD_FACTOR: f64 = 2.0;
+pub const OVERLOAD_SLACK: f64 = 4.0;
 /// Requests of this priority or higher are placed without randomisation.
 const URGENT_PRIORITY: u8 = 8;
 /// Service time assumed for a node that has not reported one yet when no
@@ -99,6 +111,19 @@ pub struct GpuInfo {
     pub utilization_pct: u32,
 }
 
+/// What a language-model prompt costs on a candidate before its first
+/// token.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PromptCost {
+    /// Prefill of the whole prompt at the candidate's measured rate (its
+    /// time to first token when it has not measured one).
+    pub prefill_ms: f64,
+    /// The part of it the candidate's engine likely has cached.
+    pub cached_ms: f64,
+    /// Sequences the candidate's engine runs at once (at least 1).
+    pub slots: u32,
+}
+
 /// One node that might run the request, as this node sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Candidate {
@@ -127,6 +152,8 @@ pub struct Candidate {
     pub service_ms_per_item: f64,
     /// Estimated cost of getting the request there and back.
     pub network_ms: f64,
+    /// A language-model prompt's cost there; `None` for tensors.
+    pub prompt: Option<PromptCost>,
 }
 
 impl Candidate {
@@ -271,9 +298,23 @@ fn exclusion(candidate: &Candidate, requirements: &Requirements, params: RoutePa
     None
 }
 
-fn eta_ms(candidate: &Candidate, ahead: f64, unknown_service_ms: f64) -> f64 {
+fn eta_ms(candidate: &Candidate, ahead: f64, least_ahead: f64, unknown_service_ms: f64) -> f64 {
     let service = if candidate.service_ms_per_item > 0.0 { candidate.service_ms_per_item } else { unknown_service_ms };
-    (ahead + 1.0) * service + candidate.network_ms
+    match candidate.prompt {
+        None => (ahead + 1.0) * service + candidate.network_ms,
+        Some(prompt) => {
+            let credit = if is_overloaded(ahead, least_ahead) { 0.0 } else { prompt.cached_ms };
+            ahead / f64::from(prompt.slots.max(1)) * service
+                + (prompt.prefill_ms - credit).max(0.0)
+                + candidate.network_ms
+        }
+    }
+}
+
+/// The imbalance rule: a candidate this far behind the least loaded one
+/// gets no credit for what it has cached.
+pub fn is_overloaded(ahead: f64, least_ahead: f64) -> bool {
+    ahead > OVERLOAD_FACTOR * least_ahead + OVERLOAD_SLACK
 }
 
 fn weighted_score(candidate: &Candidate) -> f64 {
@@ -299,12 +340,19 @@ pub fn decide(
     let unknown_service_ms =
         candidates.iter().filter(|c| c.model_device.is_some()).map(|c| c.service_ms_per_item).fold(0.0, f64::max);
     let unknown_service_ms = if unknown_service_ms > 0.0 { unknown_service_ms } else { UNKNOWN_SERVICE_MS };
-    for (index, candidate) in candidates.iter().enumerate() {
+    for candidate in candidates {
         state.observe(candidate);
+    }
+    let least_ahead = candidates
+        .iter()
+        .filter(|c| c.prompt.is_some() && exclusion(c, requirements, params).is_none())
+        .map(|c| state.ahead(c))
+        .fold(f64::INFINITY, f64::min);
+    for (index, candidate) in candidates.iter().enumerate() {
         let excluded = exclusion(candidate, requirements, params);
         let ahead = state.ahead(candidate);
         let score = excluded.is_none().then(|| match policy {
-            Policy::Eta => eta_ms(candidate, ahead, unknown_service_ms),
+            Policy::Eta => eta_ms(candidate, ahead, least_ahead, unknown_service_ms),
             Policy::LeastQueue => ahead,
             Policy::WeightedScore => weighted_score(candidate),
             Policy::RoundRobin | Policy::Random => 0.0,

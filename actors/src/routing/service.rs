@@ -6,7 +6,7 @@
 //! The job owner runs job attempts through [`RoutingService::choose`] and
 //! [`RoutingService::run_on`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc, ServedModel, Started};
 use crate::forward::client::PeerClient;
 use crate::routing::candidates::{LocalModel, Reachability, candidates, known_anywhere};
-use crate::routing::policy::{Decision, Policy, Requirements, RouteParams, RouterState, decide};
+use crate::routing::policy::{Decision, Policy, PromptCost, Requirements, RouteParams, RouterState, decide};
 use crate::routing::retry::{Failure, Next, Tried, apply_avoid, cooldown, next_attempt};
 use crate::telemetry::Telemetry;
 use crate::view::until_dead;
@@ -206,15 +206,18 @@ impl RoutingService {
             inflight: m.stats.inflight(),
             service_ms_per_item: m.stats.service_ms_per_item(),
         });
-        self.choose_with(model, local, requirements, attempt, last_error, avoid)
+        self.choose_with(model, local, &BTreeMap::new(), requirements, attempt, last_error, avoid)
     }
 
     /// [`Self::choose`] with this node's copy of the model described by the
-    /// caller (a language model's, say); `None`: this node does not serve it.
+    /// caller (a language model's, say; `None`: this node does not serve
+    /// it), and what the prompt costs on each node (language models).
+    #[allow(clippy::too_many_arguments, reason = "one decision's inputs, each named")]
     pub fn choose_with(
         &self,
         model: &str,
         local: Option<LocalModel>,
+        costs: &BTreeMap<String, PromptCost>,
         requirements: &Requirements,
         attempt: usize,
         last_error: Option<&InferError>,
@@ -226,6 +229,9 @@ impl RoutingService {
         }
         let now = self.args.clock.now();
         let mut list = candidates(&view, model, local.as_ref(), &lock(&self.reachability), NETWORK_MS, now);
+        for candidate in &mut list {
+            candidate.prompt = costs.get(&candidate.node).copied();
+        }
         apply_avoid(&mut list, avoid, requirements, self.args.params);
         let decision = decide(
             self.args.policy,

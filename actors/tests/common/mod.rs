@@ -33,6 +33,7 @@ pub(crate) fn loopback_config(name: &str, dir: &Path, seeds: Vec<String>) -> Nod
         job_retention: gpumesh_storage::jobs::Retention::default(),
         history_interval: None,
         max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
+        prefix_affinity: true,
         cluster_tls: None,
     }
 }

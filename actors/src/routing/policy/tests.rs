@@ -24,6 +24,7 @@ fn node(name: &str) -> Candidate {
         inflight: 0,
         service_ms_per_item: 1.0,
         network_ms: 0.5,
+        prompt: None,
     }
 }
 
@@ -106,6 +107,40 @@ fn eta_prefers_the_idle_fast_node() {
     assert_eq!(decision.chosen.as_deref(), Some("b"));
     let scores: Vec<f64> = decision.candidates.iter().map(|c| c.score.expect("eligible")).collect();
     assert_eq!(scores, vec![55.0, 1.5, 41.5]);
+}
+
+#[test]
+fn eta_credits_the_cached_prefix_until_its_node_is_overloaded() {
+    // A 100 ms prompt; b's engine holds 80 ms of it.
+    let cost = |cached_ms| Some(PromptCost { prefill_ms: 100.0, cached_ms, slots: 1 });
+    let holder = |queue_depth| Candidate { queue_depth, service_ms_per_item: 20.0, prompt: cost(80.0), ..node("b") };
+    let other = Candidate { service_ms_per_item: 20.0, prompt: cost(0.0), ..node("c") };
+    let scores = |decision: &Decision| -> Vec<f64> { decision.candidates.iter().filter_map(|c| c.score).collect() };
+
+    // Idle both: the holder saves 80 ms of prefill.
+    let decision = pick(Policy::Eta, &[holder(0), other.clone()], &Requirements::default());
+    assert_eq!(decision.chosen.as_deref(), Some("b"));
+    assert_eq!(scores(&decision), vec![20.5, 100.5]);
+    // Three ahead at the holder still beat a full prefill elsewhere.
+    let decision = pick(Policy::Eta, &[holder(3), other.clone()], &Requirements::default());
+    assert_eq!(decision.chosen.as_deref(), Some("b"));
+    assert_eq!(scores(&decision), vec![80.5, 100.5]);
+    // Overloaded (more than twice the least loaded's plus 4): no credit.
+    assert!(is_overloaded(5.0, 0.0) && !is_overloaded(4.0, 0.0) && !is_overloaded(12.0, 4.0));
+    let decision = pick(Policy::Eta, &[holder(5), other.clone()], &Requirements::default());
+    assert_eq!(decision.chosen.as_deref(), Some("c"), "load wins");
+    assert_eq!(scores(&decision), vec![200.5, 100.5]);
+    // The rule is relative: with the other node busy too, the cache counts.
+    let busy_other = Candidate { queue_depth: 4, ..other };
+    let decision = pick(Policy::Eta, &[holder(5), busy_other], &Requirements::default());
+    assert_eq!(decision.chosen.as_deref(), Some("b"));
+    assert_eq!(scores(&decision), vec![120.5, 180.5]);
+    // Requests ahead share an engine's sequences: 4 ahead on 8 slots
+    // delay the first token by half a time to first token.
+    let wide =
+        Candidate { queue_depth: 4, prompt: Some(PromptCost { slots: 8, ..cost(0.0).expect("a cost") }), ..node("d") };
+    let decision = pick(Policy::Eta, std::slice::from_ref(&wide), &Requirements::default());
+    assert_eq!(scores(&decision), vec![0.5 + 100.0 + 0.5]);
 }
 
 #[test]
@@ -267,6 +302,7 @@ fn arbitrary_candidate() -> impl Strategy<Value = Candidate> {
                 inflight,
                 service_ms_per_item,
                 network_ms: 0.5,
+                prompt: None,
             }
         })
 }

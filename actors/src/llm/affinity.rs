@@ -1,0 +1,104 @@
+//! What a prompt costs on each node before its first token (pure): its
+//! prefill at the node's measured rate, and the part of it the node's
+//! prefix sketch predicts its engine has cached. `eta` weighs these
+//! against the requests ahead (the imbalance rule is in `routing::policy`).
+
+use std::collections::BTreeMap;
+
+use gpumesh_membership::{ClusterView, LlmLoad};
+
+use crate::llm::model::DEFAULT_PROMPT_BYTES_PER_TOKEN;
+use crate::llm::prefix::Prefixes;
+use crate::routing::policy::PromptCost;
+
+/// This node's own measurements of the model, fresher than its gossip.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LocalPrefill {
+    pub prefill_tokens_per_s: f64,
+    pub ttft_ms: f64,
+    pub prompt_bytes_per_token: f64,
+    /// Bytes of the prompt's longest prefix this node's engine holds.
+    pub held_bytes: usize,
+    /// Sequences its engine runs at once.
+    pub slots: u32,
+}
+
+/// The measurements a cost is made of.
+struct Prefill {
+    tokens_per_s: f64,
+    ttft_ms: f64,
+    bytes_per_token: f64,
+    held_bytes: usize,
+    slots: u32,
+}
+
+impl Prefill {
+    fn gossiped(llm: &LlmLoad, prefixes: &Prefixes) -> Self {
+        Self {
+            tokens_per_s: llm.prefill_tokens_per_s.unwrap_or(0.0),
+            ttft_ms: llm.ttft_ms.unwrap_or(0.0),
+            bytes_per_token: llm.prompt_bytes_per_token.unwrap_or(0.0),
+            held_bytes: prefixes.longest_held(|hash| llm.prefixes.contains(hash)),
+            slots: llm.max_concurrency.unwrap_or(1),
+        }
+    }
+
+    /// `None` before the node has measured anything: `eta` then treats it
+    /// as it treats any node it knows nothing of.
+    fn cost(&self, prefixes: &Prefixes, affinity: bool) -> Option<PromptCost> {
+        let per_token = if self.bytes_per_token > 0.0 { self.bytes_per_token } else { DEFAULT_PROMPT_BYTES_PER_TOKEN };
+        let prefill_ms = if self.tokens_per_s > 0.0 {
+            prefixes.bytes() as f64 / per_token / self.tokens_per_s * 1000.0
+        } else if self.ttft_ms > 0.0 {
+            self.ttft_ms
+        } else {
+            return None;
+        };
+        let share = if affinity && prefixes.bytes() > 0 {
+            self.held_bytes.min(prefixes.bytes()) as f64 / prefixes.bytes() as f64
+        } else {
+            0.0
+        };
+        Some(PromptCost { prefill_ms, cached_ms: prefill_ms * share, slots: self.slots.max(1) })
+    }
+}
+
+/// The cost of a prompt with `prefixes` for `model` on every trusted live
+/// node that serves it, by name; `local` is this node's own copy, if it
+/// serves the model; `sent` says how much of the prompt this node itself
+/// sent a node lately (gossip tells others' sends a few hundred
+/// milliseconds later). Without `affinity`, nothing counts as cached.
+pub fn prompt_costs(
+    view: &ClusterView,
+    model: &str,
+    prefixes: &Prefixes,
+    local: Option<LocalPrefill>,
+    sent: &dyn Fn(&str) -> usize,
+    affinity: bool,
+) -> BTreeMap<String, PromptCost> {
+    let mut costs = BTreeMap::new();
+    for member in view.members.iter().filter(|member| member.is_trusted_live()) {
+        let prefill = if member.is_self {
+            local.map(|local| Prefill {
+                tokens_per_s: local.prefill_tokens_per_s,
+                ttft_ms: local.ttft_ms,
+                bytes_per_token: local.prompt_bytes_per_token,
+                held_bytes: local.held_bytes,
+                slots: local.slots,
+            })
+        } else {
+            let load = member.load.as_ref();
+            let llm = load.and_then(|load| load.models.iter().find(|m| m.name == model)?.llm.as_ref());
+            llm.map(|llm| Prefill::gossiped(llm, prefixes))
+        };
+        let prefill =
+            prefill.map(|prefill| Prefill { held_bytes: prefill.held_bytes.max(sent(&member.name)), ..prefill });
+        if let Some(cost) = prefill.and_then(|prefill| prefill.cost(prefixes, affinity)) {
+            costs.insert(member.name.clone(), cost);
+        }
+    }
+    costs
+}
+
+#[cfg(test)]
+mod tests;
