@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 ENGINES=(18391 18392)
 for port in "${ENGINES[@]}"; do
-  .venv/bin/llama-server -m models/tiny-llm.gguf --host 127.0.0.1 --port "$port" --metrics --slots -np 4 -c 16384 -t 1 \
+  .venv/bin/llama-server -m models/tiny-llm.gguf --host 127.0.0.1 --port "$port" --metrics --slots -np 4 -c 16384 -t 1 --cache-ram 0 \
     >"$OUT/engine-$port.log" 2>&1 &
   PIDS+=($!)
 done
@@ -64,7 +64,7 @@ bench() { # name, --node urls
   local name=$1; shift
   echo "==> $name"
   "$GPUMESH" bench --openai --model tiny-llm --duration "${SECONDS_EACH}s" --json \
-    --concurrency 6 --prompt-tokens 96 --shared-prefix-tokens 80 --prefix-groups 8 --max-tokens 16 "$@" \
+    --concurrency 6 --prompt-tokens 192 --shared-prefix-tokens 160 --prefix-groups 8 --max-tokens 16 "$@" \
     | .venv/bin/python -c "import json,sys; r=json.load(sys.stdin); r['name']='$name'; print(json.dumps(r))" >>"$OUT/named.jsonl"
 }
 
@@ -76,7 +76,7 @@ done
 
 ROUTERS=()
 for port in 18441 18442 18443; do
-  .venv/bin/vllm-router --host 127.0.0.1 --port "$port" --worker-urls "$E1" "$E2" --policy cache_aware \
+  .venv/bin/vllm-router --host 127.0.0.1 --port "$port" --worker-urls "$E1" "$E2" --policy cache_aware --prometheus-port $((port + 100)) \
     >"$OUT/router-$port.log" 2>&1 &
   ROUTERS+=($!)
   until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 || curl -sf "http://127.0.0.1:$port/v1/models" >/dev/null 2>&1; do sleep 0.3; done

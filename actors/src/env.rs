@@ -36,6 +36,9 @@ pub struct NodeEnv {
     pub job_storage: JobStorage,
     /// Faults of the device synthetic models stand for (the simulator's).
     pub gpu_faults: Arc<crate::executor::GpuFaults>,
+    /// The deliberately broken build the simulator must catch: a stream
+    /// continued on another node forgets the tokens already sent.
+    pub forget_sent_tokens: bool,
 }
 
 /// Where a node keeps its jobs.
@@ -62,6 +65,7 @@ impl NodeEnv {
             peer_layer: None,
             job_storage: JobStorage::Sled,
             gpu_faults: Arc::default(),
+            forget_sent_tokens: false,
         }
     }
 

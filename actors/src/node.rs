@@ -334,6 +334,7 @@ async fn assemble(
         models: shared.llms.clone(),
         max_attempts: config.max_forward_attempts.max(1),
         affinity: config.prefix_affinity,
+        forget_sent_tokens: env.forget_sent_tokens,
         clock: env.clock.clone(),
         telemetry: shared.telemetry.clone(),
     }));

@@ -15,12 +15,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
+use crate::ledger::Ledger;
+use crate::llmload::LLM_MODEL;
 use crate::net::{Mailbox, SimTransport};
 use crate::peers::{CLUSTER_PORT, SimLinks, SimPeers, WorkLog};
 use crate::scenario::{NodeSpec, Workload};
 use crate::store::SimJobStore;
 use crate::trace::TraceLog;
-use crate::workload::{Client, Ledger, Load, MODEL};
+use crate::workload::{Client, Load, MODEL};
 
 pub(crate) const GOSSIP_PORT: u16 = 7946;
 const HTTP_PORT: u16 = 8080;
@@ -100,20 +102,37 @@ pub(crate) struct HostSetup {
     /// The deliberately broken build: acknowledge jobs before their flush.
     pub(crate) ack_before_flush: bool,
     pub(crate) policy: gpumesh_actors::Policy,
+    /// `eta` credits the prefix caches (`--prefix-affinity`).
+    pub(crate) affinity: bool,
+    /// The deliberately broken build: a continued stream forgets what was sent.
+    pub(crate) forget_sent_tokens: bool,
     /// This node's client and its rate, if it has one.
     pub(crate) client: Option<(Workload, Load)>,
     pub(crate) index: u32,
     pub(crate) ledger: Ledger,
 }
 
-/// The model a node serves: an echo with the node's service times.
+/// The models a node serves: an echo with the node's service times, and a
+/// `synthetic-llm` with its engine's.
 fn models(spec: &NodeSpec) -> anyhow::Result<Vec<gpumesh_actors::ModelSpec>> {
-    let Some(service_ms) = spec.service_ms else { return Ok(Vec::new()) };
-    let text = format!(
-        "[[model]]\nname = \"{MODEL}\"\nkind = \"synthetic\"\nservice_time_ms = {service_ms}\n\
-         service_time_per_item_ms = {}\nmax_batch_size = {}\nmax_queue_size = 100000\n",
-        spec.service_per_item_ms, spec.max_batch_size
-    );
+    let mut text = String::new();
+    if let Some(service_ms) = spec.service_ms {
+        text.push_str(&format!(
+            "[[model]]\nname = \"{MODEL}\"\nkind = \"synthetic\"\nservice_time_ms = {service_ms}\n\
+             service_time_per_item_ms = {}\nmax_batch_size = {}\nmax_queue_size = 100000\n",
+            spec.service_per_item_ms, spec.max_batch_size
+        ));
+    }
+    if let Some(llm) = &spec.llm {
+        text.push_str(&format!(
+            "[[model]]\nname = \"{LLM_MODEL}\"\nkind = \"synthetic-llm\"\nprefill_ms_per_token = {}\n\
+             decode_ms_per_token = {}\nmax_sequences = {}\nkv_cache_tokens = {}\nmax_queue_size = 100000\n",
+            llm.prefill_ms_per_token, llm.decode_ms_per_token, llm.max_sequences, llm.kv_cache_tokens
+        ));
+    }
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
     Ok(gpumesh_actors::parse_registry(&text, std::path::Path::new("."))?)
 }
 
@@ -149,6 +168,7 @@ impl HostSetup {
                     as Arc<dyn gpumesh_actors::forward::peers::PeerNet>
             })),
             gpu_faults: self.gpu.clone(),
+            forget_sent_tokens: self.forget_sent_tokens,
             job_storage: JobStorage::Simulated {
                 store: Arc::new(self.store.clone()),
                 flush_latency: self.flush_latency,
@@ -182,7 +202,7 @@ impl HostSetup {
             job_retention: gpumesh_storage::jobs::Retention::default(),
             history_interval: None,
             max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
-            prefix_affinity: true,
+            prefix_affinity: self.affinity,
             cluster_tls: None,
         };
         let env = self.env(ip);

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gpumesh_storage::jobs::{JobRecord, JobState, Step, is_monotone};
 
+use crate::ledger::LedgerInner;
 use crate::peers::SentWork;
 use crate::report::JobCounts;
 use crate::store::SimJobStore;
-use crate::workload::{LedgerInner, echoed};
+use crate::workload::echoed;
 
 /// What was last seen of a job on disk.
 struct Seen {
@@ -75,7 +76,7 @@ impl JobChecker {
             stores.values().flat_map(SimJobStore::durable_jobs).map(|job| (job.id.clone(), job)).collect();
         let owned_by_wiped =
             |id: &str| gpumesh_actors::job_owner::owner_of(id).is_some_and(|owner| wiped.contains(owner));
-        let checked: Vec<(&String, &crate::workload::Accepted)> =
+        let checked: Vec<(&String, &crate::ledger::Accepted)> =
             ledger.accepted.iter().filter(|(id, _)| !owned_by_wiped(id)).collect();
         let mut counts = JobCounts { accepted: checked.len() as u64, ..JobCounts::default() };
         for (id, accepted) in checked {

@@ -15,6 +15,8 @@ mod checks;
 mod entropy;
 mod host;
 mod jobcheck;
+mod ledger;
+mod llmload;
 mod net;
 mod peers;
 mod report;
@@ -34,7 +36,7 @@ use clap::Parser;
 use std::collections::BTreeMap;
 
 use crate::report::{JobCounts, MembershipReport, PolicyLatency, Report};
-use crate::scenario::Scenario;
+use crate::scenario::{RunPolicy, Scenario};
 use crate::trace::TraceLog;
 use crate::world::RunOptions;
 
@@ -55,7 +57,9 @@ struct Cli {
     #[arg(long)]
     policy: Option<String>,
     /// Run a deliberately broken build to show the checks catch it:
-    /// `ack-before-flush` acknowledges jobs before they are on disk.
+    /// `ack-before-flush` acknowledges jobs before they are on disk;
+    /// `forget-sent-tokens` continues a stream elsewhere without the tokens
+    /// already sent.
     #[arg(long, value_name = "BUG")]
     inject_bug: Option<String>,
     /// Print the report as one JSON object.
@@ -83,21 +87,24 @@ fn wall_clock() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-fn policies(cli: &Cli, scenario: &Scenario) -> anyhow::Result<Vec<gpumesh_actors::Policy>> {
+fn policies(cli: &Cli, scenario: &Scenario) -> anyhow::Result<Vec<RunPolicy>> {
     let names: Vec<String> = match &cli.policy {
         Some(policy) => vec![policy.clone()],
         None if scenario.policies.is_empty() => vec!["eta".into()],
         None => scenario.policies.clone(),
     };
-    names.iter().map(|name| name.parse().map_err(|error: String| anyhow::anyhow!("--policy: {error}"))).collect()
+    names.iter().map(|name| RunPolicy::parse(name).map_err(|error| anyhow::anyhow!("--policy: {error}"))).collect()
 }
 
 fn run(cli: &Cli) -> anyhow::Result<Report> {
     let scenario = Scenario::load(&cli.scenario)?;
-    let ack_before_flush = match cli.inject_bug.as_deref() {
-        None => false,
-        Some("ack-before-flush") => true,
-        Some(other) => anyhow::bail!("unknown --inject-bug {other:?}: the one there is is ack-before-flush"),
+    let (ack_before_flush, forget_sent_tokens) = match cli.inject_bug.as_deref() {
+        None => (false, false),
+        Some("ack-before-flush") => (true, false),
+        Some("forget-sent-tokens") => (false, true),
+        Some(other) => {
+            anyhow::bail!("unknown --inject-bug {other:?}: use ack-before-flush or forget-sent-tokens")
+        }
     };
     let policies = policies(cli, &scenario)?;
     let started = wall_clock();
@@ -114,12 +121,13 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         jobs: JobCounts::default(),
         membership: MembershipReport::default(),
         policies: BTreeMap::new(),
+        streams: BTreeMap::new(),
         failures: Vec::new(),
     };
     for policy in &policies {
-        let label = policy.to_string();
+        let label = policy.label();
         trace.record_at(0, format_args!("run policy {label}"));
-        let options = RunOptions { seed: cli.seed, policy: *policy, ack_before_flush };
+        let options = RunOptions { seed: cli.seed, policy: *policy, ack_before_flush, forget_sent_tokens };
         let output = world::run(&scenario, options, &trace)?;
         let checker = &output.checker;
         let prefix = if policies.len() > 1 { format!("{label}: ") } else { String::new() };
@@ -135,7 +143,10 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         membership.formation_ms = membership.formation_ms.max(checker.formation_ms());
         membership.detect_ms_max = membership.detect_ms_max.max(checker.detect_ms_max);
         membership.converge_ms_max = membership.converge_ms_max.max(checker.converge_ms_max);
-        if scenario.workload.is_some() {
+        if let Some(workload) = &scenario.workload {
+            if workload.llm.is_some() {
+                report.streams.insert(label.clone(), output.streams);
+            }
             report.policies.insert(label, PolicyLatency::new(output.latencies_ms, output.sync_errors));
         }
     }

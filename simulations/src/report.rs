@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::ledger::StreamCounts;
+
 /// Job counters.
 #[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub(crate) struct JobCounts {
@@ -36,8 +38,12 @@ pub(crate) struct Report {
     pub(crate) wall_seconds: f64,
     pub(crate) jobs: JobCounts,
     pub(crate) membership: MembershipReport,
-    /// Synchronous request latency per routing policy.
+    /// Synchronous request latency per routing policy (for a
+    /// language-model workload: time to first token).
     pub(crate) policies: BTreeMap<String, PolicyLatency>,
+    /// Language-model streams per routing policy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) streams: BTreeMap<String, StreamCounts>,
     pub(crate) failures: Vec<String>,
 }
 
@@ -100,6 +106,13 @@ impl Report {
             out.push_str(&format!(
                 "  policy {policy}: {} requests, {} errors, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
                 latency.requests, latency.errors, latency.p50_ms, latency.p90_ms, latency.p99_ms, latency.max_ms
+            ));
+        }
+        for (policy, streams) in &self.streams {
+            let cached = streams.cached_tokens as f64 / streams.prompt_tokens.max(1) as f64 * 100.0;
+            out.push_str(&format!(
+                "  streams {policy}: {} started, {} completed token for token, {} ended with an error event, {} refused, {} moves, {cached:.1} % of prompt tokens cached\n",
+                streams.started, streams.completed, streams.errors, streams.refused, streams.failovers
             ));
         }
         out.push_str(&format!("  trace: {} events, sha256 {}\n", self.trace_events, self.trace_sha256));

@@ -61,6 +61,49 @@ pub(crate) struct Workload {
     /// Nodes whose clients send nothing (for example, the ones crashed).
     #[serde(default)]
     pub(crate) quiet_nodes: Vec<String>,
+    /// Language-model streams instead of tensor requests.
+    pub(crate) llm: Option<LlmTraffic>,
+}
+
+/// Streamed chats to the `synthetic-llm` model: each prompt is its prefix
+/// group's shared words and words of its own, answered with a number of
+/// tokens drawn from `max_tokens`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LlmTraffic {
+    #[serde(default = "default_prefix_groups")]
+    pub(crate) prefix_groups: u32,
+    /// Words every prompt of a group shares (its system prompt).
+    #[serde(default)]
+    pub(crate) shared_words: u32,
+    /// Words of each prompt's own, drawn between the two.
+    pub(crate) own_words: [u32; 2],
+    /// Tokens each stream asks for, drawn between the two.
+    pub(crate) max_tokens: [u32; 2],
+}
+
+fn default_prefix_groups() -> u32 {
+    1
+}
+
+/// A node's `synthetic-llm` engine (SPEC section 10), as fast as its GPU.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LlmProfile {
+    pub(crate) prefill_ms_per_token: f64,
+    pub(crate) decode_ms_per_token: f64,
+    #[serde(default = "default_max_sequences")]
+    pub(crate) max_sequences: u32,
+    #[serde(default = "default_kv_cache_tokens")]
+    pub(crate) kv_cache_tokens: u32,
+}
+
+fn default_max_sequences() -> u32 {
+    8
+}
+
+fn default_kv_cache_tokens() -> u32 {
+    32_768
 }
 
 fn default_gossip_interval_ms() -> u64 {
@@ -73,6 +116,27 @@ fn default_tick_ms() -> u64 {
 
 fn default_links() -> bool {
     true
+}
+
+/// A routing policy as a scenario names it: a policy of `--policy`, or
+/// `eta-no-affinity` (eta without the prefix-cache credit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunPolicy {
+    pub(crate) policy: gpumesh_actors::Policy,
+    pub(crate) affinity: bool,
+}
+
+impl RunPolicy {
+    pub(crate) fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "eta-no-affinity" => Ok(Self { policy: gpumesh_actors::Policy::Eta, affinity: false }),
+            other => Ok(Self { policy: other.parse()?, affinity: true }),
+        }
+    }
+
+    pub(crate) fn label(self) -> String {
+        if self.affinity { self.policy.to_string() } else { format!("{}-no-affinity", self.policy) }
+    }
 }
 
 /// Limits a run must stay within to pass.
@@ -112,6 +176,8 @@ pub(crate) struct NodeSpec {
     pub(crate) service_per_item_ms: f64,
     #[serde(default = "default_max_batch_size")]
     pub(crate) max_batch_size: u32,
+    /// The node's language-model engine (`llm`); none: it serves none.
+    pub(crate) llm: Option<LlmProfile>,
 }
 
 fn default_max_batch_size() -> u32 {
@@ -382,12 +448,24 @@ impl Scenario {
             if workload.stop_ms > self.duration_ms || workload.start_ms >= workload.stop_ms {
                 bail!("the workload must start before it stops, and stop within the run");
             }
-            if !self.nodes.iter().any(|node| node.service_ms.is_some()) {
-                bail!("a workload needs at least one node with service_ms (a node serving the model)");
+            match &workload.llm {
+                None if !self.nodes.iter().any(|node| node.service_ms.is_some()) => {
+                    bail!("a workload needs at least one node with service_ms (a node serving the model)")
+                }
+                Some(_) if !self.nodes.iter().any(|node| node.llm.is_some()) => {
+                    bail!("a language-model workload needs at least one node with [nodes.llm]")
+                }
+                Some(llm) if llm.prefix_groups == 0 || llm.own_words[0] > llm.own_words[1] => {
+                    bail!("workload.llm: prefix_groups must be 1 or more and own_words a [low, high] range")
+                }
+                Some(llm) if llm.max_tokens[0] == 0 || llm.max_tokens[0] > llm.max_tokens[1] => {
+                    bail!("workload.llm: max_tokens must be a [low, high] range from 1")
+                }
+                _ => {}
             }
         }
         for policy in &self.policies {
-            policy.parse::<gpumesh_actors::Policy>().map_err(|error| anyhow::anyhow!("policies: {error}"))?;
+            RunPolicy::parse(policy).map_err(|error| anyhow::anyhow!("policies: {error}"))?;
         }
         Ok(())
     }

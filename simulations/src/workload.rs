@@ -2,60 +2,20 @@
 //! durable jobs to its node on an open-loop schedule drawn from the seed,
 //! and records in the ledger what the node acknowledged and answered.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gpumesh_actors::{InferRequest, NodeHandle, Requirements, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
+use crate::ledger::{Accepted, Ledger, now_ms};
+use crate::llmload::LlmDraws;
 use crate::scenario::Workload;
 use crate::trace::TraceLog;
 
 /// The model every serving node runs.
 pub(crate) const MODEL: &str = "model";
-
-/// A job a node acknowledged.
-#[derive(Clone, Debug)]
-pub(crate) struct Accepted {
-    /// The input value; the echo model returns it, so the result must match.
-    pub(crate) value: f32,
-}
-
-/// What clients saw, shared by every host.
-#[derive(Default)]
-pub(crate) struct LedgerInner {
-    pub(crate) accepted: BTreeMap<String, Accepted>,
-    /// Idempotency key -> the job id first acknowledged for it.
-    pub(crate) keys: BTreeMap<String, String>,
-    pub(crate) sync_latencies_ms: Vec<f64>,
-    pub(crate) sync_errors: u64,
-    pub(crate) failures: Vec<String>,
-    /// Requests each client sent, across its node's restarts.
-    sent: BTreeMap<u32, u32>,
-}
-
-#[derive(Clone, Default)]
-pub(crate) struct Ledger(Arc<Mutex<LedgerInner>>);
-
-impl Ledger {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, LedgerInner> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A value no request of any client had: `count * 128 + index`, exact in f32.
-    fn next_value(&self, index: u32) -> f32 {
-        let mut ledger = self.lock();
-        let count = ledger.sent.entry(index).or_default();
-        *count += 1;
-        (*count * 128 + index) as f32
-    }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(turmoil::sim_elapsed().unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
-}
 
 fn request(value: f32, priority: u8) -> Option<InferRequest> {
     let input = Tensor::new("x", vec![1, 1], TensorData::Fp32(vec![value])).ok()?;
@@ -93,8 +53,17 @@ pub(crate) struct Client {
 
 /// One request a client sends.
 enum Send {
-    Job { request: InferRequest, key: String, value: f32 },
-    Infer { request: InferRequest, value: f32 },
+    Job {
+        request: InferRequest,
+        key: String,
+        value: f32,
+    },
+    Infer {
+        request: InferRequest,
+        value: f32,
+    },
+    /// A streamed chat (its body).
+    Stream(Vec<u8>),
 }
 
 /// Draws what a client (or one closed-loop worker) sends next.
@@ -105,10 +74,15 @@ struct Draws {
     index: u32,
     workload: Workload,
     ledger: Ledger,
+    /// Chats instead of tensors, for a language-model workload.
+    llm: Option<LlmDraws>,
 }
 
 impl Draws {
     fn next(&mut self) -> Option<Send> {
+        if let Some(llm) = &mut self.llm {
+            return Some(Send::Stream(llm.next(&mut self.rng)));
+        }
         let value = self.ledger.next_value(self.index);
         let priority = if self.rng.random_bool(self.workload.high_priority_fraction) { 9 } else { 5 };
         let request = request(value, priority)?;
@@ -132,6 +106,7 @@ impl Client {
         match send {
             Send::Job { request, key, value } => submit(node, request, key, value, ledger, trace).await,
             Send::Infer { request, value } => infer(node, request, value, ledger).await,
+            Send::Stream(body) => crate::llmload::stream(node, body, ledger, trace).await,
         }
     }
 
@@ -148,6 +123,11 @@ impl Client {
             index: self.index,
             workload: self.workload.clone(),
             ledger: self.ledger.clone(),
+            llm: self.workload.llm.clone().map(|traffic| LlmDraws {
+                traffic,
+                name: self.node.name().to_string(),
+                count: 0,
+            }),
         };
         match self.load {
             Load::Rate(rate_per_s) => {

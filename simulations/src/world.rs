@@ -13,13 +13,14 @@ use gpumesh_membership::{ClusterView, diff_views};
 use crate::checks::Checker;
 use crate::host::{HostSetup, Registry};
 use crate::jobcheck::{JobChecker, late_work};
+use crate::ledger::Ledger;
 use crate::net::Mailbox;
 use crate::peers::WorkLog;
 use crate::report::JobCounts;
 use crate::scenario::{FaultAction, Scenario};
 use crate::store::SimJobStore;
 use crate::trace::TraceLog;
-use crate::workload::{Ledger, Load};
+use crate::workload::Load;
 
 /// The simulated wall clock starts here, whatever the real date.
 const EPOCH_SECS: u64 = 1_790_000_000;
@@ -32,18 +33,23 @@ pub(crate) struct RunOutput {
     pub(crate) sim_ms: u64,
     pub(crate) jobs: JobCounts,
     pub(crate) failures: Vec<String>,
-    /// Latencies of synchronous requests (ms) and their errors.
+    /// Latencies of synchronous requests (ms) and their errors; for a
+    /// language-model workload, times to first token and refusals.
     pub(crate) latencies_ms: Vec<f64>,
     pub(crate) sync_errors: u64,
+    /// What became of language-model streams.
+    pub(crate) streams: crate::ledger::StreamCounts,
 }
 
 /// How to run a scenario beyond its file.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RunOptions {
     pub(crate) seed: u64,
-    pub(crate) policy: gpumesh_actors::Policy,
+    pub(crate) policy: crate::scenario::RunPolicy,
     /// The deliberately broken build: acknowledge jobs before their flush.
     pub(crate) ack_before_flush: bool,
+    /// The deliberately broken build: a continued stream forgets what was sent.
+    pub(crate) forget_sent_tokens: bool,
 }
 
 struct Observer {
@@ -118,13 +124,18 @@ pub(crate) fn run(scenario: &Scenario, options: RunOptions, trace: &TraceLog) ->
     failures.extend(ledger.failures.iter().cloned());
     let sent = shared.work.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     failures.extend(late_work(&sent, &outages.downtimes, scenario.bounds.detect_ms));
+    if ledger.streams.open > 0 {
+        failures.push(format!("{} language-model streams had not ended when the run did", ledger.streams.open));
+    }
+    let llm = scenario.workload.as_ref().is_some_and(|workload| workload.llm.is_some());
     Ok(RunOutput {
         checker,
         sim_ms: now_ms,
         jobs: counts,
         failures,
-        latencies_ms: ledger.sync_latencies_ms.clone(),
-        sync_errors: ledger.sync_errors,
+        latencies_ms: if llm { ledger.ttft_ms.clone() } else { ledger.sync_latencies_ms.clone() },
+        sync_errors: if llm { ledger.streams.refused } else { ledger.sync_errors },
+        streams: ledger.streams.clone(),
     })
 }
 
@@ -186,7 +197,9 @@ fn add_hosts(
             gpu: shared.gpus[&spec.name].clone(),
             flush_latency: FLUSH_LATENCY,
             ack_before_flush: options.ack_before_flush,
-            policy: options.policy,
+            policy: options.policy.policy,
+            affinity: options.policy.affinity,
+            forget_sent_tokens: options.forget_sent_tokens,
             client,
             index: u32::try_from(index).unwrap_or(u32::MAX),
             ledger: shared.ledger.clone(),

@@ -114,6 +114,9 @@ every_scenario! {
     mixed_policies_passes => "mixed-policies.toml",
     five_nodes_passes => "five-nodes.toml",
     hundred_nodes_passes => "hundred-nodes.toml",
+    llm_failover_passes => "llm-failover.toml",
+    llm_affinity_passes => "llm-affinity.toml",
+    llm_mixed_passes => "llm-mixed.toml",
 }
 
 /// A job scenario replays byte for byte too: clients, jobs and the store's
@@ -135,26 +138,68 @@ fn a_job_scenario_replays_from_its_seed() {
     );
 }
 
-/// The deliberately broken build (jobs acknowledged before their flush) is
-/// caught within 200 seeds, and the failing seed replays the failure.
-#[test]
-fn acknowledging_before_the_flush_is_caught_and_the_seed_replays_it() {
-    let path = scenario("owner-crash.toml");
+/// Runs `file` with the broken build `bug` from seed 1 until a run fails
+/// (within 200 seeds), checks that the seed replays the failure and that
+/// the correct build passes it; the seed and the failing report.
+fn broken_build_is_caught(file: &str, bug: &str) -> (u64, serde_json::Value) {
+    let path = scenario(file);
     let path = path.to_str().expect("utf-8 path");
     let failing = (1..=200u64).find_map(|seed| {
-        let (stdout, code) = sim(&[path, "--seed", &seed.to_string(), "--json", "--inject-bug", "ack-before-flush"]);
+        let (stdout, code) = sim(&[path, "--seed", &seed.to_string(), "--json", "--inject-bug", bug]);
         (code == 1).then(|| (seed, serde_json::from_str::<serde_json::Value>(&stdout).expect("report")))
     });
     let (seed, report) = failing.expect("a run with the broken build fails within 200 seeds");
-    let failures = report["failures"].as_array().expect("failures");
-    assert!(failures.iter().any(|f| f.as_str().is_some_and(|f| f.contains("lost"))), "{report}");
-    assert!(report["jobs"]["lost"].as_u64().is_some_and(|lost| lost > 0), "{report}");
-    let (again, code) = sim(&[path, "--seed", &seed.to_string(), "--json", "--inject-bug", "ack-before-flush"]);
+    let (again, code) = sim(&[path, "--seed", &seed.to_string(), "--json", "--inject-bug", bug]);
     let again: serde_json::Value = serde_json::from_str(&again).expect("report");
     assert_eq!(code, 1, "seed {seed} replays the failure");
     assert_eq!(again["trace_sha256"], report["trace_sha256"]);
     assert_eq!(again["failures"], report["failures"]);
     let (_, healthy) = sim(&[path, "--seed", &seed.to_string(), "--json"]);
     assert_eq!(healthy, 0, "the same seed passes with the correct build");
-    eprintln!("measured: the broken build failed first at seed {seed}");
+    eprintln!("measured: the broken build {bug} failed first at seed {seed}");
+    (seed, report)
+}
+
+/// The deliberately broken build (jobs acknowledged before their flush) is
+/// caught within 200 seeds, and the failing seed replays the failure.
+#[test]
+fn acknowledging_before_the_flush_is_caught_and_the_seed_replays_it() {
+    let (_, report) = broken_build_is_caught("owner-crash.toml", "ack-before-flush");
+    let failures = report["failures"].as_array().expect("failures");
+    assert!(failures.iter().any(|f| f.as_str().is_some_and(|f| f.contains("lost"))), "{report}");
+    assert!(report["jobs"]["lost"].as_u64().is_some_and(|lost| lost > 0), "{report}");
+}
+
+/// A build that continues a stream elsewhere without the tokens already
+/// sent is caught: the client's text differs from an uninterrupted run.
+#[test]
+fn forgetting_the_sent_tokens_on_failover_is_caught_and_the_seed_replays_it() {
+    let (_, report) = broken_build_is_caught("llm-failover.toml", "forget-sent-tokens");
+    let failures = report["failures"].as_array().expect("failures");
+    let differs = |f: &serde_json::Value| f.as_str().is_some_and(|f| f.contains("differs from an uninterrupted run"));
+    assert!(failures.iter().any(differs), "{report}");
+}
+
+/// With the gossiped prefix sketches, eta finds the prompts' prefixes
+/// cached far more often, and the first token sooner, than without them.
+#[test]
+fn prefix_affinity_caches_more_and_answers_sooner_in_the_simulator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (report, code) = run(&scenario("llm-affinity.toml"), 1, &dir.path().join("trace"));
+    assert_eq!(code, 0, "{report}");
+    let cached = |policy: &str| {
+        let streams = &report["streams"][policy];
+        streams["cached_tokens"].as_f64().expect("cached") / streams["prompt_tokens"].as_f64().expect("prompt")
+    };
+    let p50 = |policy: &str| report["policies"][policy]["p50_ms"].as_f64().expect("p50");
+    assert!(cached("eta") > cached("eta-no-affinity") + 0.2, "{report}");
+    assert!(cached("eta") > cached("least-queue") + 0.2 && cached("eta") > cached("round-robin") + 0.2, "{report}");
+    assert!(p50("eta") < p50("eta-no-affinity"), "{report}");
+    eprintln!(
+        "measured: cached share eta {:.3}, without affinity {:.3}; TTFT p50 {} against {} ms",
+        cached("eta"),
+        cached("eta-no-affinity"),
+        p50("eta"),
+        p50("eta-no-affinity")
+    );
 }

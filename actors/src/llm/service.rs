@@ -48,6 +48,8 @@ pub(crate) struct LlmArgs {
     pub(crate) max_attempts: usize,
     /// `eta` credits a node with the prompt prefixes its engine holds.
     pub(crate) affinity: bool,
+    /// The simulator's broken build (see `NodeEnv::forget_sent_tokens`).
+    pub(crate) forget_sent_tokens: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) telemetry: Arc<Telemetry>,
 }
@@ -323,6 +325,8 @@ impl Continuer for LlmService {
         sent: &Resume,
         failed: &[String],
     ) -> Result<(String, Pieces), LlmError> {
+        let forgotten = Resume::default();
+        let sent = if self.args.forget_sent_tokens { &forgotten } else { sent };
         let (node, _, first, rest) = self.attempts(request, Some(sent), failed).await?;
         Ok((node, Box::pin(futures_util::stream::once(std::future::ready(Ok(first))).chain(rest))))
     }
