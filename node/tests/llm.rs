@@ -385,3 +385,65 @@ async fn a_stream_whose_node_dies_goes_on_on_another_node_as_one_stream() {
         completed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_node_dies_mid_generation_goes_on_from_its_tokens_on_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string(), SLOW_LLM.to_string()]);
+    let client = reqwest::Client::new();
+    let n1 = nodes[0].url.clone();
+    wait_llm_served(&client, &n1, &["n2", "n3"], "slow").await;
+    let messages = json!([{"role": "user", "content": "a long job about the mesh"}]);
+    let body = json!({"model": "slow", "request": {"messages": messages, "max_tokens": 60}});
+    let response = client.post(format!("{n1}/jobs")).json(&body).send().await.expect("sent");
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.expect("json");
+    let id = accepted["job_id"].as_str().expect("id").to_string();
+    let job_at = |url: String| {
+        let client = client.clone();
+        let id = id.clone();
+        async move { client.get(format!("{url}/jobs/{id}")).send().await.ok()?.json::<Value>().await.ok() }
+    };
+    let serving = wait_until("the job runs on an engine's node", Duration::from_secs(10), || async {
+        let job = job_at(n1.clone()).await?;
+        (job["state"] == "running").then(|| job["node"].as_str().map(String::from))?
+    })
+    .await;
+    let (killed_index, survivor) = if serving == "n2" { (1, "n3") } else { (2, "n2") };
+    // Ten tokens made (of 60, 50 ms each), then its node dies.
+    let serving_url = nodes[killed_index].url.clone();
+    wait_until("the engine has made ten tokens", Duration::from_secs(5), || async {
+        let metrics = client.get(format!("{serving_url}/metrics")).send().await.ok()?.text().await.ok()?;
+        let gaps = metrics.lines().find_map(|line| {
+            line.strip_prefix("gpumesh_llm_inter_token_seconds_count{model=\"slow\"} ")?.trim().parse::<f64>().ok()
+        })?;
+        (gaps >= 10.0).then_some(())
+    })
+    .await;
+    nodes[killed_index].kill9();
+    let job = wait_until("the job completes", Duration::from_secs(20), || async {
+        let job = job_at(n1.clone()).await?;
+        (job["state"] == "completed").then_some(job)
+    })
+    .await;
+    let answer = &job["outputs"];
+    assert_eq!(answer["gpumesh"]["failovers"], 1, "{job}");
+    assert_eq!(answer["gpumesh"]["nodes"], json!([serving, survivor]), "{job}");
+    assert_eq!(answer["usage"]["completion_tokens"], 60, "{job}");
+    let whole = json!({"model": "slow", "messages": messages, "max_tokens": 60});
+    let reference: Value = client
+        .post(format!("{n1}/v1/chat/completions"))
+        .json(&whole)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(reference["gpumesh"]["nodes"], json!([survivor]));
+    assert_eq!(answer["choices"][0]["message"]["content"], reference["choices"][0]["message"]["content"], "{job}");
+    assert_eq!(answer["object"], "chat.completion");
+    eprintln!(
+        "measured: a job made 10 of its 60 tokens on {serving}, which died; it completed on {survivor} from there"
+    );
+}

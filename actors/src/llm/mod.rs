@@ -15,12 +15,15 @@
 //! - `service`: the request path: choose, start, retry before the first
 //!   token.
 //! - `resume` (pure) and `failover`: a stream whose source fails after its
-//!   first token goes on on another node from what was already sent.
+//!   first token goes on on another node from what was already sent;
+//!   `assemble` (pure): a stream made whole, for durable jobs, which run
+//!   as streams so that they go on the same way.
 //! - `prefix` (pure): the sketch of the prompt prefixes an engine holds,
 //!   gossiped, and what it predicts of a new prompt; `affinity` (pure):
 //!   what a prompt costs on each node, for `eta`.
 
 pub mod affinity;
+pub mod assemble;
 pub mod engine;
 pub mod engine_load;
 pub mod error;

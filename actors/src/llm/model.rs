@@ -286,7 +286,8 @@ impl LlmModel {
         self.took(request);
         Ok(Box::pin(Metered {
             pieces,
-            prompt_bytes: request.prompt.len(),
+            // A continuation's prompt also holds the tokens already sent.
+            prompt_bytes: if resume.is_some() { 0 } else { request.prompt.len() },
             _permit: permit,
             _running: running,
             stats: self.stats.clone(),
@@ -354,7 +355,7 @@ impl Stream for Metered {
                 && let Some((prompt, uncached)) = count_usage(&self.stats, piece)
                 && let Some(first) = self.first
             {
-                if prompt > 0 {
+                if prompt > 0 && self.prompt_bytes > 0 {
                     ewma(&self.stats.prompt_bytes_per_token, self.prompt_bytes as f64 / prompt as f64);
                 }
                 let ttft = first.saturating_duration_since(self.started).as_secs_f64();

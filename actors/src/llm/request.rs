@@ -265,6 +265,22 @@ impl LlmRequest {
         Ok(Self { stream: false, include_usage: false, body, ..self.clone() })
     }
 
+    /// This request streamed, with usage at its end (a durable job runs
+    /// so, to go on elsewhere if its node dies mid-generation).
+    pub fn streamed(&self) -> Result<Self, LlmError> {
+        let mut fields: IndexMap<String, Box<RawValue>> = serde_json::from_slice(&self.body)
+            .map_err(|error| LlmError::invalid(None, format!("the body is not a JSON object: {error}")))?;
+        let raw = |value: serde_json::Value| {
+            serde_json::value::to_raw_value(&value)
+                .map_err(|error| LlmError::failed(format!("cannot encode the body: {error}")))
+        };
+        fields.insert("stream".to_string(), raw(serde_json::json!(true))?);
+        fields.insert("stream_options".to_string(), raw(serde_json::json!({"include_usage": true}))?);
+        let body = serde_json::to_vec(&fields)
+            .map_err(|error| LlmError::failed(format!("cannot encode the body: {error}")))?;
+        Ok(Self { stream: true, include_usage: true, body, ..self.clone() })
+    }
+
     /// The body for the engine: the client's, fields in their order, with
     /// `model` set to the engine's name for it.
     pub fn engine_body(&self, upstream_model: &str) -> Result<Vec<u8>, LlmError> {

@@ -13,8 +13,9 @@ use futures_util::StreamExt as _;
 use crate::clock::Clock;
 use crate::executor::InferError;
 use crate::llm::affinity::{LocalPrefill, prompt_costs};
+use crate::llm::assemble::Assembler;
 use crate::llm::error::LlmError;
-use crate::llm::failover::{Continuer, Provenance, SharedProvenance, continuing};
+use crate::llm::failover::{Continuer, Provenance, SharedProvenance, continuing, provenance_of};
 use crate::llm::model::LlmModel;
 use crate::llm::piece::{Piece, Pieces};
 use crate::llm::prefix::{Prefixes, Sketch};
@@ -289,29 +290,54 @@ impl LlmService {
         }
     }
 
-    /// Runs `request` answered whole on `target` (one attempt, for a job):
-    /// the node that ran it and the answer's JSON with its `gpumesh` field.
+    /// Runs `request` on `target` (one attempt, for a job) and answers it
+    /// whole: the node that started it and the answer's JSON with its
+    /// `gpumesh` field. It runs as a stream made whole (see `assemble`), so
+    /// that when `target` fails mid-generation it goes on on another node
+    /// from the tokens already made, as a client's stream would.
     /// `on_start` fires once the engine has taken the request.
     pub async fn run_whole_on(
-        &self,
+        self: &Arc<Self>,
         target: &str,
         request: &LlmRequest,
         on_start: tokio::sync::oneshot::Sender<()>,
     ) -> Result<(String, Vec<u8>), LlmError> {
-        let request = request.whole()?;
+        let request = request.streamed()?;
         let here = target == self.args.routing.me();
-        let result = match self.start_on(target, here, &request, None).await {
+        let started = match self.start_on(target, here, &request, None).await {
             Ok(pieces) => {
                 let _ = on_start.send(());
                 first_of(pieces, target).await
             }
             Err(error) => Err(error),
         };
-        self.args.routing.settle(target, result.as_ref().err().map(as_infer_error).as_ref());
-        let (whole, _) = result?;
-        let mut answer: serde_json::Value = serde_json::from_str(&whole.data)
-            .map_err(|_| LlmError::failed(format!("the engine on {target} answered with something else than JSON")))?;
-        answer["gpumesh"] = serde_json::json!({"nodes": [target], "failovers": 0});
+        let (first, rest) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                self.args.routing.settle(target, Some(&as_infer_error(&error)));
+                return Err(error);
+            }
+        };
+        let provenance = Arc::new(std::sync::Mutex::new(Provenance { nodes: vec![target.to_string()], failovers: 0 }));
+        let continuer: Arc<dyn Continuer> = self.clone();
+        let mut whole = Assembler::new(request.endpoint);
+        let mut pieces = continuing(continuer, request, target.to_string(), &first, rest, provenance.clone());
+        whole.add(&first.data);
+        let mut outcome = Ok(());
+        while let Some(piece) = pieces.next().await {
+            match piece {
+                Ok(piece) => whole.add(&piece.data),
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+        self.args.routing.settle(target, None);
+        outcome?;
+        let mut answer = whole.finish();
+        let provenance = provenance_of(&provenance);
+        answer["gpumesh"] = serde_json::json!({"nodes": provenance.nodes, "failovers": provenance.failovers});
         let bytes = serde_json::to_vec(&answer).map_err(|error| LlmError::failed(error.to_string()))?;
         Ok((target.to_string(), bytes))
     }
