@@ -115,8 +115,12 @@ async fn sixteen_streams_outlive(fault: Fault) -> Vec<Duration> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().expect("client");
     let n1 = nodes[0].url.clone();
     wait_ready(&client, &n1, &["n2", "n3"]).await;
+    // The references come from n2's engine itself: through the mesh they
+    // would leave each prompt cached on one node, and affinity would send
+    // its stream there, so that n3 might get none.
+    let engine2 = format!("http://127.0.0.1:{port2}");
     let references: Vec<String> = futures_util::future::join_all(
-        (0..STREAMS).map(|index| tokio::spawn(reference(client.clone(), n1.clone(), index))),
+        (0..STREAMS).map(|index| tokio::spawn(reference(client.clone(), engine2.clone(), index))),
     )
     .await
     .into_iter()
