@@ -9,7 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeSpec, TestNode, fetch_view, free_ports, start_with_registries, wait_until};
+use common::llm::{fetch_sample, llm_load, sample, wait_llm_ready};
+use common::{NodeSpec, TestNode, free_ports, start_with_registries, wait_until};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -32,24 +33,6 @@ prefill_ms_per_token = 0.1
 decode_ms_per_token = 50.0
 max_sequences = 4
 ";
-
-/// The language models `at` sees `holder` serve, with their load.
-async fn served_llm(client: &reqwest::Client, at: &str, holder: &str, model: &str) -> Option<Value> {
-    let view = fetch_view(client, at).await?;
-    let node = view.nodes.iter().find(|n| n.name == holder && n.status.as_str() == "alive" && n.connected)?;
-    let load = node.models.iter().find(|m| m.name == model)?;
-    serde_json::to_value(load.llm.as_ref()?).ok()
-}
-
-async fn wait_llm_served(client: &reqwest::Client, at: &str, holders: &[&str], model: &str) {
-    wait_until("the language model's holders appear in gossip, ready and linked", Duration::from_secs(10), || async {
-        for holder in holders {
-            served_llm(client, at, holder, model).await.filter(|llm| llm["ready"] == true)?;
-        }
-        Some(())
-    })
-    .await;
-}
 
 /// Sends a streamed request and returns the response's headers and the
 /// data of every event, in order.
@@ -80,7 +63,7 @@ async fn any_node_serves_the_language_models_of_the_cluster() {
     let nodes = start_with_registries(dir.path(), &[String::new(), LLM.to_string(), LLM.to_string()]);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
     let (n1, n2) = (&nodes[0].url, &nodes[1].url);
-    wait_llm_served(&client, n1, &["n2", "n3"], "chat").await;
+    wait_llm_ready(&client, n1, &["n2", "n3"], "chat", Duration::from_secs(10)).await;
 
     let models: Value = client.get(format!("{n1}/v1/models")).send().await.expect("up").json().await.expect("json");
     assert_eq!(models["data"][0]["id"], "chat", "{models}");
@@ -121,16 +104,14 @@ async fn any_node_serves_the_language_models_of_the_cluster() {
 
     // The engine's node measured what it served.
     let metrics = client.get(format!("{n2}/metrics")).send().await.expect("up").text().await.expect("text");
-    let value = |line_start: &str| -> f64 {
-        metrics.lines().find_map(|line| line.strip_prefix(line_start)?.trim().parse().ok()).unwrap_or(0.0)
-    };
+    let value = |series: &str| sample(&metrics, series).unwrap_or(0.0);
     assert!(value("gpumesh_llm_requests_total{model=\"chat\"}") >= 1.0, "{metrics}");
     assert!(value("gpumesh_llm_time_to_first_token_seconds_count{model=\"chat\"}") >= 1.0, "{metrics}");
     assert!(value("gpumesh_llm_completion_tokens_total{model=\"chat\"}") >= 12.0, "{metrics}");
     assert_eq!(value("gpumesh_llm_ready{model=\"chat\"}"), 1.0);
     // ... and tells the cluster: time to first token, prefill and decode speed.
     wait_until("n2's measurements reach n1 through gossip", Duration::from_secs(5), || async {
-        let llm = served_llm(&client, n1, "n2", "chat").await?;
+        let llm = llm_load(&client, n1, "n2", "chat").await?;
         let measured = ["ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s"]
             .iter()
             .all(|k| llm[*k].as_f64().is_some_and(|v| v > 0.0));
@@ -166,7 +147,7 @@ async fn the_official_openai_client_works_unchanged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = start_with_registries(dir.path(), &[String::new(), LLM.to_string()]);
     let client = reqwest::Client::new();
-    wait_llm_served(&client, &nodes[0].url, &["n2"], "chat").await;
+    wait_llm_ready(&client, &nodes[0].url, &["n2"], "chat", Duration::from_secs(10)).await;
     let script = r#"
 import json, sys
 from openai import OpenAI, NotFoundError
@@ -204,10 +185,10 @@ async fn a_client_that_goes_away_stops_the_generation_where_it_runs() {
     let nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string()]);
     let client = reqwest::Client::new();
     let (n1, n2) = (&nodes[0].url, &nodes[1].url);
-    wait_llm_served(&client, n1, &["n2"], "slow").await;
+    wait_llm_ready(&client, n1, &["n2"], "slow", Duration::from_secs(10)).await;
     let running = |at: String| {
         let client = client.clone();
-        async move { served_llm(&client, &at, "n2", "slow").await.and_then(|llm| llm["running"].as_u64()) }
+        async move { llm_load(&client, &at, "n2", "slow").await.and_then(|llm| llm["running"].as_u64()) }
     };
     let body =
         json!({"model": "slow", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 100, "stream": true});
@@ -242,7 +223,7 @@ async fn language_model_jobs_survive_their_owner_killed_and_restarted() {
         .replace("max_sequences = 4", "max_sequences = 2");
     let mut nodes = start_with_registries(dir.path(), &[String::new(), engine]);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-    wait_llm_served(&client, &nodes[0].url, &["n2"], "chat").await;
+    wait_llm_ready(&client, &nodes[0].url, &["n2"], "chat", Duration::from_secs(10)).await;
     let prompts: Vec<String> = (0..20).map(|i| format!("job number {i} please")).collect();
     let mut ids = Vec::new();
     for prompt in &prompts {
@@ -310,7 +291,7 @@ async fn a_stream_cut_by_its_nodes_death_ends_with_an_error_event_not_done() {
     let mut nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string()]);
     let client = reqwest::Client::new();
     let n1 = nodes[0].url.clone();
-    wait_llm_served(&client, &n1, &["n2"], "slow").await;
+    wait_llm_ready(&client, &n1, &["n2"], "slow", Duration::from_secs(10)).await;
     let body = json!({"model": "slow", "messages": [{"role": "user", "content": "a long story"}], "max_tokens": 200, "stream": true});
     let response = client.post(format!("{n1}/v1/chat/completions")).json(&body).send().await.expect("sent");
     assert_eq!(response.headers()["x-gpumesh-node"], "n2");
@@ -337,7 +318,7 @@ async fn a_stream_whose_node_dies_goes_on_on_another_node_as_one_stream() {
     let mut nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string(), SLOW_LLM.to_string()]);
     let client = reqwest::Client::new();
     let n1 = nodes[0].url.clone();
-    wait_llm_served(&client, &n1, &["n2", "n3"], "slow").await;
+    wait_llm_ready(&client, &n1, &["n2", "n3"], "slow", Duration::from_secs(10)).await;
     let messages = json!([{"role": "user", "content": "a long story about the mesh"}]);
     let body = json!({"model": "slow", "messages": messages, "max_tokens": 60, "stream": true, "stream_options": {"include_usage": true}});
     let response = client.post(format!("{n1}/v1/chat/completions")).json(&body).send().await.expect("sent");
@@ -392,7 +373,7 @@ async fn a_job_whose_node_dies_mid_generation_goes_on_from_its_tokens_on_another
     let mut nodes = start_with_registries(dir.path(), &[String::new(), SLOW_LLM.to_string(), SLOW_LLM.to_string()]);
     let client = reqwest::Client::new();
     let n1 = nodes[0].url.clone();
-    wait_llm_served(&client, &n1, &["n2", "n3"], "slow").await;
+    wait_llm_ready(&client, &n1, &["n2", "n3"], "slow", Duration::from_secs(10)).await;
     let messages = json!([{"role": "user", "content": "a long job about the mesh"}]);
     let body = json!({"model": "slow", "request": {"messages": messages, "max_tokens": 60}});
     let response = client.post(format!("{n1}/jobs")).json(&body).send().await.expect("sent");
@@ -413,10 +394,7 @@ async fn a_job_whose_node_dies_mid_generation_goes_on_from_its_tokens_on_another
     // Ten tokens made (of 60, 50 ms each), then its node dies.
     let serving_url = nodes[killed_index].url.clone();
     wait_until("the engine has made ten tokens", Duration::from_secs(5), || async {
-        let metrics = client.get(format!("{serving_url}/metrics")).send().await.ok()?.text().await.ok()?;
-        let gaps = metrics.lines().find_map(|line| {
-            line.strip_prefix("gpumesh_llm_inter_token_seconds_count{model=\"slow\"} ")?.trim().parse::<f64>().ok()
-        })?;
+        let gaps = fetch_sample(&client, &serving_url, "gpumesh_llm_inter_token_seconds_count{model=\"slow\"}").await?;
         (gaps >= 10.0).then_some(())
     })
     .await;

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fetch_view, start_with_registries, wait_until};
+use common::llm::{llm_load, model_load};
+use common::{start_with_registries, wait_until};
 use serde_json::{Value, json};
 
 /// Prefill is what a cache saves: 0.5 ms a prompt token.
@@ -32,13 +33,6 @@ fn ask(group: usize, question: usize) -> Value {
     ]})
 }
 
-/// The language-model load `at` sees `holder` publish.
-async fn llm_of(client: &reqwest::Client, at: &str, holder: &str) -> Option<Value> {
-    let view = fetch_view(client, at).await?;
-    let node = view.nodes.iter().find(|n| n.name == holder && n.status.as_str() == "alive" && n.connected)?;
-    serde_json::to_value(node.models.iter().find(|m| m.name == "ctx")?.llm.as_ref()?).ok()
-}
-
 /// Sends a chat; the node that served it and the prompt tokens it had cached.
 async fn chat(client: &reqwest::Client, url: &str, body: &Value) -> (String, u64) {
     let response = client.post(format!("{url}/v1/chat/completions")).json(body).send().await.expect("sent");
@@ -58,7 +52,7 @@ async fn prompts_sharing_a_prefix_go_where_it_is_cached_from_every_entry_node() 
     wait_until("n2 and n3 serve the model, as every node sees", Duration::from_secs(10), || async {
         for url in &urls {
             for holder in ["n2", "n3"] {
-                llm_of(&client, url, holder).await.filter(|llm| llm["ready"] == true)?;
+                llm_load(&client, url, holder, "ctx").await.filter(|llm| llm["ready"] == true)?;
             }
         }
         Some(())
@@ -72,13 +66,13 @@ async fn prompts_sharing_a_prefix_go_where_it_is_cached_from_every_entry_node() 
         assert_eq!(cached, 0, "nothing is cached yet");
         holders.push(node);
     }
-    // Every node reads the sketches n2 and n3 publish.
-    wait_until("every node has n2's and n3's latest sketch", Duration::from_secs(5), || async {
+    // Every node reads the sketches n2 and n3 published after serving them.
+    wait_until("every node has n2's and n3's sketch of the requests they served", Duration::from_secs(5), || async {
         for holder in ["n2", "n3"] {
-            let own = llm_of(&client, &urls[if holder == "n2" { 1 } else { 2 }], holder).await?;
+            let served = holders.iter().filter(|node| *node == holder).count() as u64;
             for url in &urls {
-                let seen = llm_of(&client, url, holder).await?;
-                (seen.get("prefixes") == own.get("prefixes")).then_some(())?;
+                let seen = model_load(&client, url, holder, "ctx").await?;
+                (seen["completed"].as_u64()? >= served).then_some(())?;
             }
         }
         Some(())

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::engine::{engine_pid, engine_registry, llm_load, repo, wait_ready};
+use common::engine::{ENGINE_START, engine_pid, engine_registry, repo};
+use common::llm::{fetch_sample, llm_load, wait_llm_ready};
 use common::{GOSSIP_INTERVAL_MS, TestNode, free_ports, start_with_registries, wait_until};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
@@ -50,7 +51,7 @@ async fn engines_beside_two_nodes_serve_every_node() {
     let nodes = start_with_registries(dir.path(), &registries);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let n1 = &nodes[0].url;
-    wait_ready(&client, n1, &["n2", "n3"]).await;
+    wait_llm_ready(&client, n1, &["n2", "n3"], "tiny-llm", ENGINE_START).await;
 
     let messages = json!([{"role": "user", "content": "Say something about the mesh."}]);
     let body = json!({"model": "tiny-llm", "messages": messages, "max_tokens": 24, "temperature": 0});
@@ -116,12 +117,12 @@ async fn a_killed_engine_turns_its_model_unready_and_is_launched_again() {
     let nodes = start_with_registries(dir.path(), &registries);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let n1 = &nodes[0].url;
-    wait_ready(&client, n1, &["n2", "n3"]).await;
+    wait_llm_ready(&client, n1, &["n2", "n3"], "tiny-llm", ENGINE_START).await;
     let pid = engine_pid(port2).expect("n2's engine runs");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill -9");
     let killed = Instant::now();
     wait_until("n1 sees n2's model unready", Duration::from_secs(5), || async {
-        llm_load(&client, n1, "n2").await.filter(|llm| llm["ready"] == false)
+        llm_load(&client, n1, "n2", "tiny-llm").await.filter(|llm| llm["ready"] == false)
     })
     .await;
     let unready_after = killed.elapsed();
@@ -136,7 +137,7 @@ async fn a_killed_engine_turns_its_model_unready_and_is_launched_again() {
             assert_eq!(node, "n3", "while n2's engine is down, n3 serves");
         }
     }
-    wait_ready(&client, n1, &["n2"]).await;
+    wait_llm_ready(&client, n1, &["n2"], "tiny-llm", ENGINE_START).await;
     let relaunched = engine_pid(port2).expect("n2 launched its engine again");
     assert_ne!(relaunched, pid);
     eprintln!("measured: n2's engine launched again and ready {:?} after the kill", killed.elapsed());
@@ -151,11 +152,9 @@ async fn a_client_that_goes_away_cancels_the_generation_in_the_engine() {
     let nodes = start_with_registries(dir.path(), &registries);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let n1 = &nodes[0].url;
-    wait_ready(&client, n1, &["n2"]).await;
-    let processing = || async {
-        let metrics = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?.text().await.ok()?;
-        metrics.lines().find_map(|line| line.strip_prefix("llamacpp:requests_processing ")?.trim().parse::<f64>().ok())
-    };
+    wait_llm_ready(&client, n1, &["n2"], "tiny-llm", ENGINE_START).await;
+    let engine = format!("http://127.0.0.1:{port}");
+    let processing = || fetch_sample(&client, &engine, "llamacpp:requests_processing");
     // A long generation: 30,000 tokens, the end of sequence ignored.
     let body = json!({"model": "tiny-llm", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 30000, "ignore_eos": true, "stream": true});
     let response = client.post(format!("{n1}/v1/chat/completions")).json(&body).send().await.expect("sent");
@@ -171,11 +170,7 @@ async fn a_client_that_goes_away_cancels_the_generation_in_the_engine() {
         processing().await.filter(|n| *n == 0.0)
     })
     .await;
-    let predicted =
-        client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("up").text().await.expect("text");
-    let tokens = predicted
-        .lines()
-        .find_map(|line| line.strip_prefix("llamacpp:tokens_predicted_total ")?.trim().parse::<f64>().ok());
+    let tokens = fetch_sample(&client, &engine, "llamacpp:tokens_predicted_total").await;
     eprintln!(
         "measured: the engine stopped {:?} after the client left, {tokens:?} tokens generated of 30000",
         left.elapsed()

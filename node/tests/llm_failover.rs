@@ -10,7 +10,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::engine::{engine_pid, engine_registry, wait_ready};
+use common::engine::{ENGINE_START, engine_pid, engine_registry};
+use common::llm::wait_llm_ready;
 use common::{TestNode, free_ports, start_with_registries, wait_until};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
@@ -114,7 +115,7 @@ async fn sixteen_streams_outlive(fault: Fault) -> Vec<Duration> {
     let mut nodes = start_with_registries(dir.path(), &registries);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().expect("client");
     let n1 = nodes[0].url.clone();
-    wait_ready(&client, &n1, &["n2", "n3"]).await;
+    wait_llm_ready(&client, &n1, &["n2", "n3"], "tiny-llm", ENGINE_START).await;
     // The references come from n2's engine itself: through the mesh they
     // would leave each prompt cached on one node, and affinity would send
     // its stream there, so that n3 might get none.

@@ -43,23 +43,28 @@ impl Prefill {
         }
     }
 
-    /// `None` before the node has measured anything: `eta` then treats it
-    /// as it treats any node it knows nothing of.
-    fn cost(&self, prefixes: &Prefixes, affinity: bool) -> Option<PromptCost> {
+    /// This prompt's whole prefill at the node's measured rate (or, before
+    /// it has counted prompt tokens, its time to first token); `None`
+    /// before the node has measured anything.
+    fn prefill_ms(&self, prefixes: &Prefixes) -> Option<f64> {
         let per_token = if self.bytes_per_token > 0.0 { self.bytes_per_token } else { DEFAULT_PROMPT_BYTES_PER_TOKEN };
-        let prefill_ms = if self.tokens_per_s > 0.0 {
-            prefixes.bytes() as f64 / per_token / self.tokens_per_s * 1000.0
+        if self.tokens_per_s > 0.0 {
+            Some(prefixes.bytes() as f64 / per_token / self.tokens_per_s * 1000.0)
         } else if self.ttft_ms > 0.0 {
-            self.ttft_ms
+            Some(self.ttft_ms)
         } else {
-            return None;
-        };
+            None
+        }
+    }
+
+    /// The prompt's cost with its prefill at `prefill_ms`.
+    fn cost(&self, prefill_ms: f64, prefixes: &Prefixes, affinity: bool) -> PromptCost {
         let share = if affinity && prefixes.bytes() > 0 {
             self.held_bytes.min(prefixes.bytes()) as f64 / prefixes.bytes() as f64
         } else {
             0.0
         };
-        Some(PromptCost { prefill_ms, cached_ms: prefill_ms * share, slots: self.slots.max(1) })
+        PromptCost { prefill_ms, cached_ms: prefill_ms * share, slots: self.slots.max(1) }
     }
 }
 
@@ -76,7 +81,7 @@ pub fn prompt_costs(
     sent: &dyn Fn(&str) -> usize,
     affinity: bool,
 ) -> BTreeMap<String, PromptCost> {
-    let mut costs = BTreeMap::new();
+    let mut serving = Vec::new();
     for member in view.members.iter().filter(|member| member.is_trusted_live()) {
         let prefill = if member.is_self {
             local.map(|local| Prefill {
@@ -91,13 +96,20 @@ pub fn prompt_costs(
             let llm = load.and_then(|load| load.models.iter().find(|m| m.name == model)?.llm.as_ref());
             llm.map(|llm| Prefill::gossiped(llm, prefixes))
         };
-        let prefill =
-            prefill.map(|prefill| Prefill { held_bytes: prefill.held_bytes.max(sent(&member.name)), ..prefill });
-        if let Some(cost) = prefill.and_then(|prefill| prefill.cost(prefixes, affinity)) {
-            costs.insert(member.name.clone(), cost);
+        if let Some(prefill) = prefill {
+            let held_bytes = prefill.held_bytes.max(sent(&member.name));
+            let measured = prefill.prefill_ms(prefixes);
+            serving.push((member.name.clone(), Prefill { held_bytes, ..prefill }, measured));
         }
     }
-    costs
+    let slowest = serving.iter().filter_map(|(_, _, measured)| *measured).reduce(f64::max);
+    serving
+        .into_iter()
+        .filter_map(|(name, prefill, measured)| {
+            let prefill_ms = measured.or(slowest)?;
+            Some((name, prefill.cost(prefill_ms, prefixes, affinity)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -192,7 +192,7 @@ pub struct LlmModel {
     admission: Arc<Semaphore>,
     clock: Arc<dyn Clock>,
     /// The prompt prefixes the engine holds, as seen here.
-    sketch: std::sync::Mutex<Sketch>,
+    sketch: Arc<std::sync::Mutex<Sketch>>,
 }
 
 impl LlmModel {
@@ -202,12 +202,12 @@ impl LlmModel {
         let stats = LlmStats::default();
         stats.ready.store(matches!(kind, LlmKind::Synthetic(_)), Ordering::Relaxed);
         let admission = Arc::new(Semaphore::new(kind.max_concurrency()));
-        let sketch = std::sync::Mutex::new(Sketch::new(cache_bytes(&kind, DEFAULT_PROMPT_BYTES_PER_TOKEN)));
+        let sketch = Arc::new(std::sync::Mutex::new(Sketch::new(cache_bytes(&kind, DEFAULT_PROMPT_BYTES_PER_TOKEN))));
         Self { spec, kind, stats: Arc::new(stats), engine, admission, clock, sketch }
     }
 
     fn sketch(&self) -> std::sync::MutexGuard<'_, Sketch> {
-        self.sketch.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.sketch)
     }
 
     /// What gossip carries of the prefixes the engine holds.
@@ -222,13 +222,15 @@ impl LlmModel {
         prefixes.longest_held(|hash| sketch.holds(hash))
     }
 
-    /// The engine took `request`'s prompt.
-    fn took(&self, request: &LlmRequest) {
+    /// What the engine will hold once it has prefilled `request`'s prompt.
+    fn will_hold(&self, request: &LlmRequest) -> Held {
         let measured = self.stats.prompt_bytes_per_token();
         let per_token = if measured > 0.0 { measured } else { DEFAULT_PROMPT_BYTES_PER_TOKEN };
-        let mut sketch = self.sketch();
-        sketch.set_capacity(cache_bytes(&self.kind, per_token));
-        sketch.record(&Prefixes::of(&request.prompt));
+        Held {
+            sketch: self.sketch.clone(),
+            prefixes: Prefixes::of(&request.prompt),
+            capacity: cache_bytes(&self.kind, per_token),
+        }
     }
 
     /// The engine kind, as gossip shows it.
@@ -283,8 +285,8 @@ impl LlmModel {
                 self.stats.changed.notify_one();
             }
         })?;
-        self.took(request);
         Ok(Box::pin(Metered {
+            held: Some(self.will_hold(request)),
             pieces,
             // A continuation's prompt also holds the tokens already sent.
             prompt_bytes: if resume.is_some() { 0 } else { request.prompt.len() },
@@ -320,9 +322,32 @@ impl Drop for Counted {
     }
 }
 
+fn lock(sketch: &std::sync::Mutex<Sketch>) -> std::sync::MutexGuard<'_, Sketch> {
+    sketch.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A prompt's prefixes, for the sketch once the engine has prefilled them.
+struct Held {
+    sketch: Arc<std::sync::Mutex<Sketch>>,
+    prefixes: Prefixes,
+    capacity: usize,
+}
+
+impl Held {
+    fn record(self) {
+        let mut sketch = lock(&self.sketch);
+        sketch.set_capacity(self.capacity);
+        sketch.record(&self.prefixes);
+    }
+}
+
 /// An answer's pieces, measured as they pass: time to first piece, decode
-/// speed, and the token counts of any `usage` the engine reports.
+/// speed, and the token counts of any `usage` the engine reports. The
+/// prompt enters the sketch with the first piece, when the engine has
+/// prefilled it and its time to first token is measured: gossip never
+/// shows a held prefix without a measure of what prefill costs there.
 struct Metered {
+    held: Option<Held>,
     pieces: Pieces,
     prompt_bytes: usize,
     _permit: OwnedSemaphorePermit,
@@ -346,6 +371,9 @@ impl Stream for Metered {
                 None => {
                     self.first = Some(now);
                     self.stats.record_ttft(now.saturating_duration_since(self.started).as_secs_f64());
+                    if let Some(held) = self.held.take() {
+                        held.record();
+                    }
                 }
                 Some(last) => self.stats.inter_token_seconds.observe(now.saturating_duration_since(last).as_secs_f64()),
             }
@@ -402,3 +430,6 @@ fn cache_bytes(kind: &LlmKind, bytes_per_token: f64) -> usize {
     };
     (tokens as f64 * bytes_per_token) as usize
 }
+
+#[cfg(test)]
+mod tests;

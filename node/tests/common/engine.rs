@@ -1,12 +1,11 @@
 //! llama.cpp's `llama-server` beside test nodes: the registry that makes a
-//! node launch one on the tiny GGUF model, and waits on what gossip says of it.
+//! node launch one on the tiny GGUF model, and finding its process.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use super::{fetch_view, wait_until};
+/// How long a launched engine may take to load the model and answer.
+pub const ENGINE_START: Duration = Duration::from_secs(30);
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
@@ -37,24 +36,6 @@ pub fn engine_registry(port: u16, max_concurrency: u32, extra: &[&str]) -> Strin
         "[[model]]\nname = \"tiny-llm\"\nkind = \"openai\"\nurl = \"http://127.0.0.1:{port}\"\nengine = \"llamacpp\"\nmax_concurrency = {max_concurrency}\nlaunch = [{}]\n",
         launch.join(", ")
     )
-}
-
-/// The `llm` load `at` sees `holder` publish for the model.
-pub async fn llm_load(client: &reqwest::Client, at: &str, holder: &str) -> Option<Value> {
-    let view = fetch_view(client, at).await?;
-    let node = view.nodes.iter().find(|n| n.name == holder && n.status.as_str() == "alive")?;
-    let model = node.models.iter().find(|m| m.name == "tiny-llm")?;
-    serde_json::to_value(model.llm.as_ref()?).ok()
-}
-
-pub async fn wait_ready(client: &reqwest::Client, at: &str, holders: &[&str]) {
-    wait_until("the engines are up and ready in gossip", Duration::from_secs(30), || async {
-        for holder in holders {
-            llm_load(client, at, holder).await.filter(|llm| llm["ready"] == true)?;
-        }
-        Some(())
-    })
-    .await;
 }
 
 /// The pid of the process whose command line holds `--port <port>`.

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod engine;
+pub mod llm;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

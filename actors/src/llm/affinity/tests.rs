@@ -57,7 +57,11 @@ fn the_node_holding_the_shared_prefix_is_credited_with_it() {
     assert_eq!(costs["n3"], PromptCost { prefill_ms: 1000.0, cached_ms: 0.0, slots: 8 });
     // The 48 shared blocks of 64 (48 is a checkpoint).
     assert_eq!(costs["n2"], PromptCost { prefill_ms: 1000.0, cached_ms: 750.0, slots: 8 });
-    assert!(!costs.contains_key("n4"), "a node that measured nothing has no cost yet");
+    assert_eq!(
+        costs["n4"],
+        PromptCost { prefill_ms: 1000.0, cached_ms: 0.0, slots: 1 },
+        "a node that measured nothing yet prefills as slowly as the slowest measured one"
+    );
     assert!(!costs.contains_key("n1"), "this node does not serve the model");
 
     let without = prompt_costs(&view, "chat", &prefixes, None, &|_| 0, false);
@@ -85,4 +89,28 @@ fn this_node_uses_its_own_measurements_and_an_unmeasured_rate_falls_back_to_ttft
     let sent = |node: &str| if node == "n2" { prefixes.bytes() / 2 } else { 0 };
     let costs = prompt_costs(&view, "chat", &prefixes, Some(local), &sent, true);
     assert_eq!(costs["n2"], PromptCost { prefill_ms: 80.0, cached_ms: 40.0, slots: 1 });
+}
+
+#[test]
+fn what_an_unmeasured_node_holds_counts_at_the_slowest_measured_rate() {
+    let view = ClusterView {
+        self_name: "n1".into(),
+        members: vec![
+            member("n1", None),
+            member("n2", Some(LlmLoad { ttft_ms: Some(80.0), ..LlmLoad::default() })),
+            member("n3", Some(LlmLoad { ttft_ms: Some(120.0), ..LlmLoad::default() })),
+            member("n4", Some(LlmLoad { max_concurrency: Some(4), ..LlmLoad::default() })),
+        ],
+    };
+    let prefixes = Prefixes::of(&prompt("d"));
+    // This node sent n4 the whole prompt; n4's gossip does not say so yet.
+    let sent = |node: &str| if node == "n4" { prefixes.bytes() } else { 0 };
+    let costs = prompt_costs(&view, "chat", &prefixes, None, &sent, true);
+    assert_eq!(costs["n4"], PromptCost { prefill_ms: 120.0, cached_ms: 120.0, slots: 4 });
+
+    let unmeasured = ClusterView {
+        self_name: "n1".into(),
+        members: vec![member("n1", None), member("n4", Some(LlmLoad::default()))],
+    };
+    assert!(prompt_costs(&unmeasured, "chat", &prefixes, None, &sent, true).is_empty(), "nothing measured: no costs");
 }
