@@ -13,33 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-20}"
 OUT=target/bench-affinity
-GPUMESH=target/release/gpumesh
-rm -rf "$OUT" && mkdir -p "$OUT"
-[ -x "$GPUMESH" ] || { echo "error: build first: cargo build --release -p gpumesh" >&2; exit 1; }
-[ -x .venv/bin/llama-server ] || { echo "error: run scripts/setup.sh first (it builds llama-server)" >&2; exit 1; }
-[ -x .venv/bin/vllm-router ] || .venv/bin/pip install --quiet --disable-pip-version-check vllm-router==0.1.17
-
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+source scripts/lib-llm.sh
 
 ENGINES=(18391 18392)
-for port in "${ENGINES[@]}"; do
-  .venv/bin/llama-server -m models/tiny-llm.gguf --host 127.0.0.1 --port "$port" --metrics --slots -np 4 -c 16384 -t 1 --cache-ram 0 \
-    >"$OUT/engine-$port.log" 2>&1 &
-  PIDS+=($!)
-done
-for port in "${ENGINES[@]}"; do
-  until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done
-done
+start_engines --slots --cache-ram 0
 E1=http://127.0.0.1:${ENGINES[0]}; E2=http://127.0.0.1:${ENGINES[1]}
-echo "==> engines up on ${ENGINES[*]}"
-
-: >"$OUT/n1.toml"
-for i in 0 1; do
-  printf '[[model]]\nname = "tiny-llm"\nkind = "openai"\nurl = "http://127.0.0.1:%s"\nengine = "llamacpp"\nmax_concurrency = 4\n' \
-    "${ENGINES[$i]}" >"$OUT/n$((i + 2)).toml"
-done
+write_registries
 NODES=http://127.0.0.1:18381,http://127.0.0.1:18382,http://127.0.0.1:18383
 
 CLUSTER=()
@@ -51,26 +30,18 @@ start_cluster() { # affinity: true or false
     GPUMESH_LOG=warn "$GPUMESH" node --name "n$n" --data-dir "$OUT/n$n" --models "$OUT/n$n.toml" \
       --http "127.0.0.1:1838$n" --gossip "127.0.0.1:1840$n" --cluster "127.0.0.1:1842$n" --prefix-affinity "$1" \
       "${seed[@]}" >"$OUT/n$n-affinity-$1.log" 2>&1 &
-    CLUSTER+=($!)
+    CLUSTER+=($!); PIDS+=($!)
   done
-  for n in 1 2 3; do
-    until [ "$(curl -s "http://127.0.0.1:1838$n/v1/models" | .venv/bin/python -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(len(d[0]["gpumesh"]["nodes"]) if d else 0)' 2>/dev/null)" = 2 ]; do sleep 0.3; done
-  done
+  for n in 1 2 3; do wait_serving "http://127.0.0.1:1838$n" 2; done
   sleep 1
 }
 stop_cluster() { kill "${CLUSTER[@]}"; wait "${CLUSTER[@]}" 2>/dev/null || true; }
 
-bench() { # name, --node urls
-  local name=$1; shift
-  echo "==> $name"
-  "$GPUMESH" bench --openai --model tiny-llm --duration "${SECONDS_EACH}s" --json \
-    --concurrency 6 --prompt-tokens 192 --shared-prefix-tokens 160 --prefix-groups 8 --max-tokens 16 "$@" \
-    | .venv/bin/python -c "import json,sys; r=json.load(sys.stdin); r['name']='$name'; print(json.dumps(r))" >>"$OUT/named.jsonl"
-}
+WORKLOAD=(--concurrency 6 --prompt-tokens 192 --shared-prefix-tokens 160 --prefix-groups 8 --max-tokens 16)
 
 for affinity in true false; do
   start_cluster "$affinity"
-  bench "gpumesh eta, affinity $affinity, entering at n1 n2 n3" --node "$NODES"
+  bench "gpumesh eta, affinity $affinity, entering at n1 n2 n3" --node "$NODES" "${WORKLOAD[@]}"
   stop_cluster
 done
 
@@ -78,11 +49,11 @@ ROUTERS=()
 for port in 18441 18442 18443; do
   .venv/bin/vllm-router --host 127.0.0.1 --port "$port" --worker-urls "$E1" "$E2" --policy cache_aware --prometheus-port $((port + 100)) \
     >"$OUT/router-$port.log" 2>&1 &
-  ROUTERS+=($!)
-  until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 || curl -sf "http://127.0.0.1:$port/v1/models" >/dev/null 2>&1; do sleep 0.3; done
+  ROUTERS+=($!); PIDS+=($!)
+  wait_router "http://127.0.0.1:$port"
 done
-bench "vllm-router cache_aware, one router" --node http://127.0.0.1:18441
-bench "vllm-router cache_aware, three routers" --node http://127.0.0.1:18441,http://127.0.0.1:18442,http://127.0.0.1:18443
+bench "vllm-router cache_aware, one router" --node http://127.0.0.1:18441 "${WORKLOAD[@]}"
+bench "vllm-router cache_aware, three routers" --node http://127.0.0.1:18441,http://127.0.0.1:18442,http://127.0.0.1:18443 "${WORKLOAD[@]}"
 kill "${ROUTERS[@]}"; wait "${ROUTERS[@]}" 2>/dev/null || true
 
 .venv/bin/python - "$OUT/named.jsonl" <<'PY'

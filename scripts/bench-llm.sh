@@ -11,32 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-20}"
 OUT=target/bench-llm
-GPUMESH=target/release/gpumesh
-rm -rf "$OUT" && mkdir -p "$OUT"
-[ -x "$GPUMESH" ] || { echo "error: build first: cargo build --release -p gpumesh" >&2; exit 1; }
-[ -x .venv/bin/llama-server ] || { echo "error: run scripts/setup.sh first (it builds llama-server)" >&2; exit 1; }
-[ -x .venv/bin/vllm-router ] || .venv/bin/pip install --quiet --disable-pip-version-check vllm-router==0.1.17
-
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+source scripts/lib-llm.sh
 
 ENGINES=(18191 18192 18193)
-for port in "${ENGINES[@]}"; do
-  .venv/bin/llama-server -m models/tiny-llm.gguf --host 127.0.0.1 --port "$port" --metrics -np 4 -c 16384 -t 1 \
-    >"$OUT/engine-$port.log" 2>&1 &
-  PIDS+=($!)
-done
-for port in "${ENGINES[@]}"; do
-  until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done
-done
-echo "==> engines up on ${ENGINES[*]}"
-
-: >"$OUT/n1.toml"
-for i in 0 1 2; do
-  printf '[[model]]\nname = "tiny-llm"\nkind = "openai"\nurl = "http://127.0.0.1:%s"\nengine = "llamacpp"\nmax_concurrency = 4\n' \
-    "${ENGINES[$i]}" >"$OUT/n$((i + 2)).toml"
-done
+start_engines
+write_registries
 for n in 1 2 3 4; do
   seed=(); [ "$n" -gt 1 ] && seed=(--seed 127.0.0.1:18201)
   GPUMESH_LOG=warn "$GPUMESH" node --name "n$n" --data-dir "$OUT/n$n" --models "$OUT/n$n.toml" \
@@ -44,16 +23,10 @@ for n in 1 2 3 4; do
     >"$OUT/n$n.log" 2>&1 &
   PIDS+=($!)
 done
-until [ "$(curl -s http://127.0.0.1:18181/v1/models | .venv/bin/python -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(len(d[0]["gpumesh"]["nodes"]) if d else 0)' 2>/dev/null)" = 3 ]; do sleep 0.3; done
+wait_serving http://127.0.0.1:18181 3
 sleep 2
 echo "==> gpumesh n1..n4 up"
 
-bench() { # name, --node urls, extra flags...
-  local name=$1; shift
-  echo "==> $name"
-  "$GPUMESH" bench --openai --model tiny-llm --duration "${SECONDS_EACH}s" --json "$@" | tee -a "$OUT/results.jsonl" \
-    | .venv/bin/python -c "import json,sys; r=json.load(sys.stdin); r['name']='$name'; print(json.dumps(r))" >>"$OUT/named.jsonl"
-}
 E1=http://127.0.0.1:${ENGINES[0]}; E2=http://127.0.0.1:${ENGINES[1]}; E3=http://127.0.0.1:${ENGINES[2]}
 SINGLE=(--concurrency 1 --prompt-tokens 128 --max-tokens 64)
 bench "1 client, engine directly" --node "$E1" "${SINGLE[@]}"
@@ -68,8 +41,8 @@ bench "3 engines through gpumesh n1" --node http://127.0.0.1:18181 "${LOAD[@]}"
 for policy in power_of_two cache_aware; do
   .venv/bin/vllm-router --host 127.0.0.1 --port 18240 --worker-urls "$E1" "$E2" "$E3" --policy "$policy" \
     >"$OUT/router-$policy.log" 2>&1 &
-  ROUTER=$!
-  until curl -sf http://127.0.0.1:18240/health >/dev/null 2>&1 || curl -sf http://127.0.0.1:18240/v1/models >/dev/null 2>&1; do sleep 0.3; done
+  ROUTER=$!; PIDS+=("$ROUTER")
+  wait_router http://127.0.0.1:18240
   bench "3 engines through vllm-router $policy" --node http://127.0.0.1:18240 "${LOAD[@]}"
   kill "$ROUTER"; wait "$ROUTER" 2>/dev/null || true
 done
