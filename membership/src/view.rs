@@ -3,7 +3,8 @@
 //! chitchat knows node ids, liveness, heartbeats and strings. The view adds
 //! what gpumesh needs: one entry per node name (the newest generation wins,
 //! so a restarted node replaces its old self), `suspect` for a live node
-//! whose heartbeat has not moved for a while, the age of the last update,
+//! whose heartbeat has not moved for a while, and for a joining one (see
+//! [`build_view`]), the age of the last update,
 //! and `trusted` for nodes whose state carries a valid signature. State
 //! that does not verify never reaches the typed fields.
 
@@ -123,6 +124,8 @@ struct Accepted<T> {
 struct Seen {
     heartbeat: u64,
     changed_at: Instant,
+    /// chitchat's failure detector has called this generation live.
+    was_live: bool,
     info: Option<Accepted<NodeInfo>>,
     load: Option<Accepted<LoadSummary>>,
 }
@@ -136,6 +139,15 @@ pub struct AgeTracker {
 }
 
 /// Builds the typed view from raw gossip state at time `now`.
+///
+/// chitchat's failure detector calls a member dead until it has two
+/// heartbeats to measure an interval from, so a node that just joined (or
+/// restarted) would show `dead` for its first few hundred milliseconds,
+/// and routing and links would drop it and redial. A generation chitchat
+/// has never called live is `suspect` instead while its heartbeat keeps
+/// moving (it last moved within `suspect_after`), and `dead` only once it
+/// stops: a node that dies while joining is still declared dead, at most
+/// `suspect_after` after its last heartbeat.
 pub fn build_view(
     self_name: &str,
     raw: Vec<RawMember>,
@@ -169,6 +181,7 @@ fn typed_member(
     let seen = tracker.seen.entry((raw.name.clone(), raw.generation)).or_insert_with(|| Seen {
         heartbeat: raw.heartbeat,
         changed_at: now,
+        was_live: false,
         info: None,
         load: None,
     });
@@ -176,11 +189,13 @@ fn typed_member(
         seen.heartbeat = raw.heartbeat;
         seen.changed_at = now;
     }
+    seen.was_live |= raw.live;
     let is_self = raw.name == self_name;
     let age = if is_self { Duration::ZERO } else { now.saturating_duration_since(seen.changed_at) };
+    let joining = !seen.was_live && age <= params.suspect_after;
     let status = if is_self || (raw.live && age <= params.suspect_after) {
         MemberStatus::Alive
-    } else if raw.dead && !raw.live {
+    } else if raw.dead && !raw.live && !joining {
         MemberStatus::Dead
     } else {
         MemberStatus::Suspect

@@ -29,6 +29,55 @@ async fn ten_nodes_see_each_other_within_10s() {
     eprintln!("measured: 10 nodes alive, trusted and linked on every node {:?} after spawn", started.elapsed());
 }
 
+/// A node joining a formed cluster is never reported `dead` while it joins
+/// (chitchat's detector has no samples yet): `suspect` at worst, and the
+/// others are never reported dead by it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_is_never_reported_dead_by_any_member() {
+    let client = client();
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_formed(&client, Duration::from_secs(5)).await;
+    let spec = NodeSpec {
+        name: Some("n4"),
+        dir: cluster.dir.path(),
+        data_dir_name: "n4",
+        secret: Some(&cluster.secret),
+        seeds: &[cluster.nodes[0].gossip.clone()],
+        ports: free_ports(),
+        models: None,
+    };
+    cluster.nodes.push(TestNode::start(&spec));
+    let started = Instant::now();
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+    let (mut polls, mut suspect, mut alive_everywhere) = (0, 0, None);
+    while started.elapsed() < Duration::from_secs(5) {
+        let mut n4_alive = 0;
+        for url in &urls {
+            let Some(view) = fetch_view(&client, url).await else { continue };
+            polls += 1;
+            let dead: Vec<&str> =
+                view.nodes.iter().filter(|n| n.status.as_str() == "dead").map(|n| n.name.as_str()).collect();
+            assert!(
+                dead.is_empty(),
+                "{} reported {dead:?} dead {:?} after n4 started",
+                view.self_name,
+                started.elapsed()
+            );
+            let n4 = view.nodes.iter().find(|n| n.name == "n4");
+            suspect += usize::from(n4.is_some_and(|n| n.status.as_str() == "suspect"));
+            n4_alive += usize::from(n4.is_some_and(|n| n.status.as_str() == "alive" && n.connected));
+        }
+        if n4_alive == urls.len() && alive_everywhere.is_none() {
+            alive_everywhere = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alive_everywhere = alive_everywhere.expect("n4 alive and linked on every node within 5 s");
+    eprintln!(
+        "measured: {polls} polls of /cluster over 5 s, none dead; n4 suspect in {suspect}; alive and linked everywhere after {alive_everywhere:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_node_is_detected_within_3s_and_rejoins_with_its_name() {
     let client = client();

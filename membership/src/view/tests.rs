@@ -57,8 +57,39 @@ fn newest_generation_wins_and_statuses_follow_liveness() {
         now,
     );
     let names: Vec<_> = view.members.iter().map(|m| (m.name.as_str(), m.generation, m.status)).collect();
-    assert_eq!(names, vec![("a", 1, MemberStatus::Alive), ("b", 2, MemberStatus::Alive), ("c", 1, MemberStatus::Dead)]);
+    // c was never live: it may be joining, until its heartbeat stalls.
+    assert_eq!(
+        names,
+        vec![("a", 1, MemberStatus::Alive), ("b", 2, MemberStatus::Alive), ("c", 1, MemberStatus::Suspect)]
+    );
     assert!(view.member("a").is_some_and(|m| m.is_self && m.trusted));
+    let raws = vec![raw("a", 1, true, 2, &k, 1), raw("b", 2, false, 1, &k, 1), raw("c", 1, false, 1, &k, 1)];
+    let view = build_view("a", raws, &k, &mut tracker, PARAMS, now + Duration::from_millis(1001));
+    let statuses: Vec<_> = view.members.iter().map(|m| (m.name.as_str(), m.status)).collect();
+    assert_eq!(statuses, vec![("a", MemberStatus::Alive), ("b", MemberStatus::Dead), ("c", MemberStatus::Dead)]);
+}
+
+#[test]
+fn a_joining_member_whose_heartbeat_moves_is_never_dead() {
+    let k = key();
+    let mut tracker = AgeTracker::default();
+    let start = Instant::now();
+    // chitchat calls it dead until it has two heartbeats to measure; here
+    // for 3 s, its heartbeat moving every 200 ms.
+    for round in 0..15 {
+        let at = start + Duration::from_millis(200 * round);
+        let view = build_view("a", vec![raw("j", 1, false, round + 1, &k, 1)], &k, &mut tracker, PARAMS, at);
+        assert_eq!(view.member("j").expect("j").status, MemberStatus::Suspect, "round {round}");
+    }
+    let at = start + Duration::from_millis(3000);
+    let view = build_view("a", vec![raw("j", 1, true, 16, &k, 1)], &k, &mut tracker, PARAMS, at);
+    assert_eq!(view.member("j").expect("j").status, MemberStatus::Alive);
+    // Once it was live, chitchat's word that it died counts at once.
+    let view = build_view("a", vec![raw("j", 1, false, 17, &k, 1)], &k, &mut tracker, PARAMS, at);
+    assert_eq!(view.member("j").expect("j").status, MemberStatus::Dead);
+    // A new generation joins anew.
+    let view = build_view("a", vec![raw("j", 2, false, 1, &k, 1)], &k, &mut tracker, PARAMS, at);
+    assert_eq!(view.member("j").expect("j").status, MemberStatus::Suspect);
 }
 
 #[test]
