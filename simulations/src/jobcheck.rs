@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gpumesh_storage::jobs::{JobRecord, JobState, Step, is_monotone};
 
-use crate::ledger::LedgerInner;
+use crate::ledger::{Accepted, LedgerInner};
 use crate::peers::SentWork;
 use crate::report::JobCounts;
 use crate::store::SimJobStore;
@@ -76,8 +76,7 @@ impl JobChecker {
             stores.values().flat_map(SimJobStore::durable_jobs).map(|job| (job.id.clone(), job)).collect();
         let owned_by_wiped =
             |id: &str| gpumesh_actors::job_owner::owner_of(id).is_some_and(|owner| wiped.contains(owner));
-        let checked: Vec<(&String, &crate::ledger::Accepted)> =
-            ledger.accepted.iter().filter(|(id, _)| !owned_by_wiped(id)).collect();
+        let checked: Vec<(&String, &Accepted)> = ledger.accepted.iter().filter(|(id, _)| !owned_by_wiped(id)).collect();
         let mut counts = JobCounts { accepted: checked.len() as u64, ..JobCounts::default() };
         for (id, accepted) in checked {
             let Some(job) = on_disk.get(id) else {
@@ -88,10 +87,8 @@ impl JobChecker {
             match job.state {
                 JobState::Completed => {
                     counts.completed += 1;
-                    let value = gpumesh_actors::job_owner::job_outputs(job).and_then(|(_, response)| echoed(&response));
-                    if value != Some(accepted.value) {
-                        self.failures
-                            .push(format!("job {id} completed with {value:?}, not its own {}", accepted.value));
+                    if let Some(wrong) = wrong_result(job, accepted) {
+                        self.failures.push(format!("job {id} completed {wrong}"));
                     }
                     if job.updated_ms > deadline_unix_ms {
                         self.failures.push(format!("job {id} completed after the bound"));
@@ -106,6 +103,22 @@ impl JobChecker {
         }
         counts.duplicate_visible = self.duplicate_visible;
         counts
+    }
+}
+
+/// What is wrong with a completed job's result, if anything.
+fn wrong_result(job: &JobRecord, accepted: &Accepted) -> Option<String> {
+    match accepted {
+        Accepted::Tensor { value } => {
+            let got = gpumesh_actors::job_owner::job_outputs(job).and_then(|(_, response)| echoed(&response));
+            (got != Some(*value)).then(|| format!("with {got:?}, not its own {value}"))
+        }
+        Accepted::Llm { text } => {
+            let answer = gpumesh_actors::job_owner::llm_answer(job);
+            let content = answer.as_ref().and_then(|answer| answer["choices"][0]["message"]["content"].as_str());
+            let content = content.unwrap_or_default();
+            (content != text).then(|| format!("with a text that {}", crate::llmload::differs(content, text)))
+        }
     }
 }
 

@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-/// A job a node acknowledged.
+/// A job a node acknowledged, and what its result must be.
 #[derive(Clone, Debug)]
-pub(crate) struct Accepted {
-    /// The input value; the echo model returns it, so the result must match.
-    pub(crate) value: f32,
+pub(crate) enum Accepted {
+    /// The echo model returns the input value.
+    Tensor { value: f32 },
+    /// The synthetic language model answers with the text of an
+    /// uninterrupted run, wherever the job ran and however often it moved.
+    Llm { text: String },
 }
 
 /// What clients saw, shared by every host.
@@ -37,6 +40,23 @@ pub(crate) struct Ledger(Arc<Mutex<LedgerInner>>);
 impl Ledger {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, LedgerInner> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A node acknowledged job `id` for idempotency `key`: a key must give
+    /// the same job every time.
+    pub(crate) fn acknowledged(&self, key: String, id: String, accepted: Accepted) {
+        let mut ledger = self.lock();
+        match ledger.keys.get(&key) {
+            Some(first) if *first != id => {
+                let failure = format!("idempotency key {key} gave job {id} after {first}");
+                ledger.failures.push(failure);
+            }
+            Some(_) => {}
+            None => {
+                ledger.keys.insert(key, id.clone());
+                ledger.accepted.insert(id, accepted);
+            }
+        }
     }
 
     /// A value no request of any client had: `count * 128 + index`, exact in f32.

@@ -1,24 +1,33 @@
 //! Simulated language-model clients: streamed chats to the `synthetic-llm`
 //! model, each checked token by token against what an uninterrupted run
 //! says (the synthetic model's token `i` is a function of the prompt and
-//! `i` only, SPEC section 10), wherever and however often the stream moved.
+//! `i` only, SPEC section 10), wherever and however often the stream moved;
+//! and chats submitted as durable jobs, whose answers `jobcheck` checks the
+//! same way.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 use gpumesh_actors::NodeHandle;
+use gpumesh_actors::llm::LlmRequest;
 use gpumesh_actors::llm::request::{Endpoint, Hints, parse};
 use gpumesh_actors::llm::synthetic;
 use rand::RngExt as _;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
-use crate::ledger::{Ledger, now_ms};
+use crate::ledger::{Accepted, Ledger, now_ms};
 use crate::scenario::LlmTraffic;
 use crate::trace::TraceLog;
 
 /// The language model every node with an engine serves.
 pub(crate) const LLM_MODEL: &str = "llm";
+
+/// A chat a client sends: its body, streamed or as a job.
+pub(crate) enum Chat {
+    Stream(Vec<u8>),
+    Job(Vec<u8>),
+}
 
 /// Draws the chats of one client.
 pub(crate) struct LlmDraws {
@@ -29,7 +38,7 @@ pub(crate) struct LlmDraws {
 
 impl LlmDraws {
     /// The next chat: its group's shared words, then words of its own.
-    pub(crate) fn next(&mut self, rng: &mut StdRng) -> Vec<u8> {
+    pub(crate) fn next(&mut self, rng: &mut StdRng) -> Chat {
         self.count += 1;
         let traffic = &self.traffic;
         let group = rng.random_range(0..traffic.prefix_groups);
@@ -37,9 +46,15 @@ impl LlmDraws {
         let max_tokens = rng.random_range(traffic.max_tokens[0]..=traffic.max_tokens[1]);
         let mut words: Vec<String> = (0..traffic.shared_words).map(|word| format!("g{group}w{word}")).collect();
         words.extend((0..own).map(|word| format!("{}r{}w{word}", self.name, self.count)));
-        let body = json!({"model": LLM_MODEL, "messages": [{"role": "user", "content": words.join(" ")}],
+        let messages = json!([{"role": "user", "content": words.join(" ")}]);
+        // Drawn only where jobs are asked for, so streamed workloads draw as before.
+        if traffic.async_fraction > 0.0 && rng.random_bool(traffic.async_fraction) {
+            let body = json!({"model": LLM_MODEL, "messages": messages, "max_tokens": max_tokens});
+            return Chat::Job(body.to_string().into_bytes());
+        }
+        let body = json!({"model": LLM_MODEL, "messages": messages,
             "max_tokens": max_tokens, "stream": true, "stream_options": {"include_usage": true}});
-        body.to_string().into_bytes()
+        Chat::Stream(body.to_string().into_bytes())
     }
 }
 
@@ -68,14 +83,29 @@ impl Seen {
     }
 }
 
-/// Sends one streamed chat and checks every token of it.
-pub(crate) async fn stream(node: Arc<NodeHandle>, body: Vec<u8>, ledger: Ledger, trace: TraceLog) {
-    let Ok(request) = parse(Endpoint::Chat, &body, &Hints::default()) else {
+/// The chat in `body`, and the text an uninterrupted run answers it with.
+fn drawn(body: &[u8], ledger: &Ledger) -> Option<(LlmRequest, String)> {
+    let Ok(request) = parse(Endpoint::Chat, body, &Hints::default()) else {
         ledger.lock().failures.push("the simulator drew a chat the node cannot parse".into());
-        return;
+        return None;
     };
     let tokens = request.max_tokens.unwrap_or(synthetic::DEFAULT_MAX_TOKENS);
-    let expected: String = (0..tokens).map(|index| synthetic::token(&request.prompt, index)).collect();
+    let expected = (0..tokens).map(|index| synthetic::token(&request.prompt, index)).collect();
+    Some((request, expected))
+}
+
+/// Submits a chat as a durable job; `jobcheck` checks its answer at the end.
+pub(crate) async fn submit(node: Arc<NodeHandle>, body: Vec<u8>, key: String, ledger: Ledger, trace: TraceLog) {
+    let Some((request, text)) = drawn(&body, &ledger) else { return };
+    let Ok(job) = node.submit_llm_job(request, Some(key.clone())).await else { return };
+    trace.record(format_args!("client {} accepted chat job {} key {key}", node.name(), job.id));
+    ledger.acknowledged(key, job.id, Accepted::Llm { text });
+}
+
+/// Sends one streamed chat and checks every token of it.
+pub(crate) async fn stream(node: Arc<NodeHandle>, body: Vec<u8>, ledger: Ledger, trace: TraceLog) {
+    let Some((request, expected)) = drawn(&body, &ledger) else { return };
+    let tokens = request.max_tokens.unwrap_or(synthetic::DEFAULT_MAX_TOKENS);
     let sent_at = now_ms();
     let Ok(started) = node.llm().start(request).await else {
         ledger.lock().streams.refused += 1;
@@ -149,12 +179,15 @@ impl Drop for Open {
     }
 }
 
+/// Where `text` departs from `expected`, said for a failure.
+pub(crate) fn differs(text: &str, expected: &str) -> String {
+    let at = text.chars().zip(expected.chars()).take_while(|(a, b)| a == b).count();
+    format!("differs from an uninterrupted run from character {at} of {}", expected.chars().count())
+}
+
 /// `completed`, `error` (the text before it right), or what went wrong.
 fn judge(seen: &Seen, expected: &str) -> Result<&'static str, String> {
-    let first_difference = || {
-        let at = seen.text.chars().zip(expected.chars()).take_while(|(a, b)| a == b).count();
-        format!("its text differs from an uninterrupted run from character {at} of {}", expected.chars().count())
-    };
+    let first_difference = || format!("its text {}", differs(&seen.text, expected));
     match &seen.error {
         Some(_) if expected.starts_with(&seen.text) => Ok("error"),
         Some(error) => Err(format!("{} before its error event ({error})", first_difference())),

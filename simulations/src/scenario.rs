@@ -65,9 +65,10 @@ pub(crate) struct Workload {
     pub(crate) llm: Option<LlmTraffic>,
 }
 
-/// Streamed chats to the `synthetic-llm` model: each prompt is its prefix
-/// group's shared words and words of its own, answered with a number of
-/// tokens drawn from `max_tokens`.
+/// Chats to the `synthetic-llm` model: each prompt is its prefix group's
+/// shared words and words of its own, answered with a number of tokens
+/// drawn from `max_tokens`; streamed, or with `async_fraction`, submitted
+/// as durable jobs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LlmTraffic {
@@ -80,6 +81,10 @@ pub(crate) struct LlmTraffic {
     pub(crate) own_words: [u32; 2],
     /// Tokens each stream asks for, drawn between the two.
     pub(crate) max_tokens: [u32; 2],
+    /// Share of chats submitted as durable jobs (`POST /jobs`), the rest
+    /// streamed.
+    #[serde(default)]
+    pub(crate) async_fraction: f64,
 }
 
 fn default_prefix_groups() -> u32 {
@@ -460,6 +465,9 @@ impl Scenario {
                 }
                 Some(llm) if llm.max_tokens[0] == 0 || llm.max_tokens[0] > llm.max_tokens[1] => {
                     bail!("workload.llm: max_tokens must be a [low, high] range from 1")
+                }
+                Some(llm) if !(0.0..=1.0).contains(&llm.async_fraction) => {
+                    bail!("workload.llm: async_fraction must be between 0 and 1")
                 }
                 _ => {}
             }

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
 use crate::ledger::{Accepted, Ledger, now_ms};
-use crate::llmload::LlmDraws;
+use crate::llmload::{Chat, LlmDraws};
 use crate::scenario::Workload;
 use crate::trace::TraceLog;
 
@@ -64,6 +64,11 @@ enum Send {
     },
     /// A streamed chat (its body).
     Stream(Vec<u8>),
+    /// A chat submitted as a durable job.
+    LlmJob {
+        body: Vec<u8>,
+        key: String,
+    },
 }
 
 /// Draws what a client (or one closed-loop worker) sends next.
@@ -81,7 +86,10 @@ struct Draws {
 impl Draws {
     fn next(&mut self) -> Option<Send> {
         if let Some(llm) = &mut self.llm {
-            return Some(Send::Stream(llm.next(&mut self.rng)));
+            return Some(match llm.next(&mut self.rng) {
+                Chat::Stream(body) => Send::Stream(body),
+                Chat::Job(body) => Send::LlmJob { body, key: format!("{}-chat{}", self.name, llm.count) },
+            });
         }
         let value = self.ledger.next_value(self.index);
         let priority = if self.rng.random_bool(self.workload.high_priority_fraction) { 9 } else { 5 };
@@ -107,6 +115,7 @@ impl Client {
             Send::Job { request, key, value } => submit(node, request, key, value, ledger, trace).await,
             Send::Infer { request, value } => infer(node, request, value, ledger).await,
             Send::Stream(body) => crate::llmload::stream(node, body, ledger, trace).await,
+            Send::LlmJob { body, key } => crate::llmload::submit(node, body, key, ledger, trace).await,
         }
     }
 
@@ -172,18 +181,7 @@ async fn submit(
 ) {
     let Ok(job) = node.submit_job(MODEL, request, Some(key.clone())).await else { return };
     trace.record(format_args!("client {} accepted {} key {key}", node.name(), job.id));
-    let mut ledger = ledger.lock();
-    match ledger.keys.get(&key) {
-        Some(first) if *first != job.id => {
-            let failure = format!("idempotency key {key} gave job {} after {first}", job.id);
-            ledger.failures.push(failure);
-        }
-        Some(_) => {}
-        None => {
-            ledger.keys.insert(key, job.id.clone());
-            ledger.accepted.insert(job.id, Accepted { value });
-        }
-    }
+    ledger.acknowledged(key, job.id, Accepted::Tensor { value });
 }
 
 async fn infer(node: Arc<NodeHandle>, request: InferRequest, value: f32, ledger: Ledger) {

@@ -178,6 +178,18 @@ fn forgetting_the_sent_tokens_on_failover_is_caught_and_the_seed_replays_it() {
     let failures = report["failures"].as_array().expect("failures");
     let differs = |f: &serde_json::Value| f.as_str().is_some_and(|f| f.contains("differs from an uninterrupted run"));
     assert!(failures.iter().any(differs), "{report}");
+    // Chat jobs go on the same way, and their answers are checked too.
+    let job_differs =
+        |f: &serde_json::Value| f.as_str().is_some_and(|f| f.starts_with("job ") && f.contains("differs"));
+    assert!(failures.iter().any(job_differs), "{report}");
+}
+
+/// Chat jobs are durable like any other: one acknowledged before its flush
+/// by the engine node that then crashes is caught as lost.
+#[test]
+fn a_chat_job_acknowledged_before_its_flush_is_caught_lost() {
+    let (_, report) = broken_build_is_caught("llm-failover.toml", "ack-before-flush");
+    assert!(report["jobs"]["lost"].as_u64().is_some_and(|lost| lost > 0), "{report}");
 }
 
 /// With the gossiped prefix sketches, eta finds the prompts' prefixes

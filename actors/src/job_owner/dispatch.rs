@@ -40,9 +40,12 @@ pub(super) struct Owner {
 pub(super) async fn run(owner: Arc<Owner>, job: JobRecord) {
     let payload = Payload::decode(&job.request);
     let mut steps = JobSteps::new(&owner.me);
-    let mut step = steps.next(&job, Outcome::Loaded { readable: payload != Payload::Unreadable });
+    let loaded =
+        Outcome::Loaded { readable: payload != Payload::Unreadable, held: matches!(payload, Payload::Tensor { .. }) };
+    let mut step = steps.next(&job, loaded);
     let mut job = job;
     loop {
+        tracing::debug!(job = %job.id, ?step, "job step");
         let outcome = match step {
             Step::Stop => return,
             Step::Record(event) => match owner.record(&job.id, event) {

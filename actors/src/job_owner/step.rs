@@ -35,8 +35,11 @@ pub const NO_NODE_WAITS: u32 = 20;
 /// What the dispatcher saw last.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// It took up the job as stored; `readable`: its request decodes.
-    Loaded { readable: bool },
+    /// It took up the job as stored; `readable`: its request decodes;
+    /// `held`: a node that ran an attempt keeps its result for the owner
+    /// (a tensor job; a language-model job is assembled by its owner, so
+    /// an attempt the owner did not see end is lost with it).
+    Loaded { readable: bool, held: bool },
     /// The node of the interrupted attempt answered with the node that ran
     /// it and its reply bytes, or held no result (or could not be asked).
     Collected(Option<(String, Vec<u8>)>),
@@ -88,17 +91,19 @@ impl JobSteps {
     /// The step after `outcome`, for `job` as it stands.
     pub fn next(&mut self, job: &JobRecord, outcome: Outcome) -> Step {
         match outcome {
-            Outcome::Loaded { readable: false } => {
+            Outcome::Loaded { readable: false, .. } => {
                 Step::Record(JobEvent::Failed { reason: "the stored request is unreadable".into(), retryable: false })
             }
-            Outcome::Loaded { readable: true } if job.state.is_final() => Step::Stop,
-            Outcome::Loaded { readable: true } if job.state == JobState::Accepted => self.choose(job),
+            Outcome::Loaded { readable: true, .. } if job.state.is_final() => Step::Stop,
+            Outcome::Loaded { readable: true, .. } if job.state == JobState::Accepted => self.choose(job),
             // The owner stopped during this attempt: the node running it
             // keeps the result; without one, the attempt is lost.
-            Outcome::Loaded { readable: true } => match job.node.as_deref().filter(|node| *node != self.me) {
-                Some(node) => Step::Collect { from: node.to_string() },
-                None => lost_attempt(job),
-            },
+            Outcome::Loaded { readable: true, held } => {
+                match job.node.as_deref().filter(|node| held && *node != self.me) {
+                    Some(node) => Step::Collect { from: node.to_string() },
+                    None => lost_attempt(job),
+                }
+            }
             Outcome::Collected(Some((node, outputs))) => Step::Record(JobEvent::Completed { node, outputs }),
             Outcome::Collected(None) => lost_attempt(job),
             Outcome::Chosen(Ok(target)) => Step::Dispatch { target },

@@ -150,6 +150,13 @@ impl Relay {
             let name = &open.request.model;
             return Err(LlmError::unavailable(format!("model {name} is not served on {}", self.me)));
         };
+        // The pieces go back over this node's link to the reader: without
+        // one (a reader that just restarted, not yet trusted here), the
+        // reader would wait for frames that cannot come. Refused, it tries
+        // another node at once.
+        if !self.links.borrow().contains_key(&open.from) {
+            return Err(LlmError::unavailable(format!("{} has no link back to {} yet", self.me, open.from)));
+        }
         let (credit, credit_rx) = watch::channel(0);
         let key = (open.from.clone(), open.stream);
         let mut serving = lock(&self.serving);
