@@ -100,6 +100,15 @@ pub(crate) struct NodeArgs {
     /// Seconds a client connection may stay silent both ways before it is closed [default: 120].
     #[arg(long, env = "GPUMESH_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub(crate) idle_timeout_secs: Option<u64>,
+    /// Most connections one client address holds at once; more are closed at once [default: 256].
+    #[arg(long, env = "GPUMESH_MAX_CLIENT_CONNECTIONS", value_name = "N")]
+    pub(crate) max_client_connections: Option<usize>,
+    /// Seconds a request's headers may take to arrive before the connection is closed [default: 30].
+    #[arg(long, env = "GPUMESH_HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    pub(crate) header_timeout_secs: Option<u64>,
+    /// Least rate of a request body after its first 2 s, bytes a second; slower gets 408; 0: none [default: 1024].
+    #[arg(long, env = "GPUMESH_MIN_BODY_RATE", value_name = "BYTES")]
+    pub(crate) min_body_rate: Option<u64>,
 }
 
 /// Validated settings of one node.
@@ -245,13 +254,30 @@ impl NodeArgs {
         };
         let max_connections =
             bounded("--max-connections", self.max_connections, gpumesh_web::DEFAULT_MAX_CONNECTIONS, 1..=1_000_000)?;
+        let max_client_connections = bounded(
+            "--max-client-connections",
+            self.max_client_connections,
+            gpumesh_web::DEFAULT_MAX_CLIENT_CONNECTIONS,
+            1..=1_000_000,
+        )?;
         let idle_timeout_secs =
             bounded("--idle-timeout-secs", self.idle_timeout_secs, gpumesh_web::DEFAULT_IDLE_TIMEOUT_SECS, 1..=86_400)?;
+        let header_timeout_secs = bounded(
+            "--header-timeout-secs",
+            self.header_timeout_secs,
+            gpumesh_web::DEFAULT_HEADER_TIMEOUT_SECS,
+            1..=3600,
+        )?;
+        let min_body_rate =
+            bounded("--min-body-rate", self.min_body_rate, gpumesh_web::DEFAULT_MIN_BODY_RATE, 0..=1 << 30)?;
         Ok(gpumesh_web::HttpOptions {
             limits,
             tokens,
             max_connections,
+            max_client_connections,
             idle_timeout: Duration::from_secs(idle_timeout_secs),
+            header_timeout: Duration::from_secs(header_timeout_secs),
+            min_body_rate,
         })
     }
 }

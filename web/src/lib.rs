@@ -11,7 +11,8 @@
 //!   server-sent events that keep it live.
 //! - `metrics`: `GET /metrics`, the Prometheus text format.
 //! - `auth`: client API tokens; `limits`: request and connection bounds;
-//!   `listener`: the connection limit.
+//!   `listener`: the connection limits; `server`: hyper's connections with
+//!   the header timeout; `body_rate`: the minimum body rate.
 //! - `error`: the JSON error shape every 4xx/5xx uses.
 //!
 //! May depend on gpumesh-actors (the node handle and the request types),
@@ -19,6 +20,7 @@
 //! on node or simulations. axum is used only here.
 
 mod auth;
+mod body_rate;
 mod cluster;
 mod error;
 mod health;
@@ -29,6 +31,7 @@ mod metrics;
 mod oip;
 mod openai;
 mod page;
+mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,9 +42,13 @@ use gpumesh_actors::NodeHandle;
 use tokio::net::TcpListener;
 
 pub use auth::ApiTokens;
+pub use body_rate::BODY_GRACE;
 pub use cluster::{ClusterResponse, cluster_response};
 pub use error::ApiError;
-pub use limits::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, HttpOptions, Limits};
+pub use limits::{
+    DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MIN_BODY_RATE, HttpOptions, Limits,
+};
 pub use oip::{DecodeError, InputError};
 
 /// Entry points for the fuzz targets in `fuzz/`; not an API.
@@ -94,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn(openai::openai_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_rate::min_body_rate))
         .with_state(state)
 }
 
@@ -110,8 +118,10 @@ pub async fn serve(
         shutdown.await;
         closing_tx.send_replace(true);
     };
-    let listener =
-        listener::LimitedListener::new(listener, options.max_connections, options.idle_timeout, node.clock());
+    let (max, per_client) = (options.max_connections, options.max_client_connections);
+    let listener = listener::LimitedListener::new(listener, max, per_client, options.idle_timeout, node.clock());
+    let header_timeout = options.header_timeout;
     let state = AppState { node, options: Arc::new(options), closing };
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    server::run(listener, router(state), header_timeout, shutdown).await;
+    Ok(())
 }

@@ -29,15 +29,30 @@ pub struct HttpOptions {
     /// Most client connections served at once (`--max-connections`); more
     /// wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// Most connections one client address holds at once
+    /// (`--max-client-connections`); its next ones are closed at once.
+    pub max_client_connections: usize,
     /// A connection with no byte in or out for this long is closed
     /// (`--idle-timeout-secs`). Longer than any request may take.
     pub idle_timeout: std::time::Duration,
+    /// A request's headers must have arrived within this time
+    /// (`--header-timeout-secs`), or its connection is closed.
+    pub header_timeout: std::time::Duration,
+    /// Least average rate of a request body after [`crate::BODY_GRACE`],
+    /// bytes a second (`--min-body-rate`); 0: none.
+    pub min_body_rate: u64,
 }
 
 /// Default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of `--max-client-connections`.
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 256;
 /// Default of `--idle-timeout-secs`.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
+/// Default of `--header-timeout-secs` (SPEC section 9).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 30;
+/// Default of `--min-body-rate`, bytes a second.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
 
 impl Default for HttpOptions {
     fn default() -> Self {
@@ -45,7 +60,10 @@ impl Default for HttpOptions {
             limits: Limits::default(),
             tokens: crate::ApiTokens::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             idle_timeout: std::time::Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            header_timeout: std::time::Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
         }
     }
 }
