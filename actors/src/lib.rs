@@ -60,7 +60,7 @@ pub use env::{JobStorage, NodeEnv, ProbeFactory};
 pub use executor::{InferError, InferRequest, InferResponse, MetadataDoc, ModelMetadata, ServedModel, TensorMeta};
 pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use job_owner::JobService;
-pub use node::{NodeConfig, NodeHandle, start_node};
+pub use node::{DEFAULT_MAX_ACTIVE_JOBS, NodeConfig, NodeHandle, start_node};
 pub use registry::{
     DevicePreference, EngineKind, LlmKind, ModelKind, ModelSpec, OpenAiEngine, RegistryError, SyntheticLlm,
     parse_registry,

@@ -79,7 +79,12 @@ pub struct NodeConfig {
     pub prefix_affinity: bool,
     /// TLS for node-to-node links; `None`: plain TCP.
     pub cluster_tls: Option<crate::tls::ClusterTls>,
+    /// Most jobs accepted here and not yet finished; more get 429.
+    pub max_active_jobs: u64,
 }
+
+/// Default of `--max-active-jobs`.
+pub const DEFAULT_MAX_ACTIVE_JOBS: u64 = 100_000;
 
 /// A running node.
 pub struct NodeHandle {
@@ -348,6 +353,7 @@ async fn assemble(
         llm: llm.clone(),
         view: shared.view_rx.clone(),
         clock: env.clock.clone(),
+        max_active: config.max_active_jobs,
     });
     Ok(NodeHandle {
         name: shared.name,

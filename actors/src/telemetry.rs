@@ -104,6 +104,7 @@ pub fn outcome(error: Option<&InferError>) -> &'static str {
         Some(InferError::BadRequest(_)) => "bad_request",
         Some(InferError::UnknownModel(_)) => "unknown_model",
         Some(InferError::QueueFull { .. }) => "queue_full",
+        Some(InferError::TooManyJobs { .. }) => "too_many_jobs",
         Some(InferError::Unavailable(_)) => "unavailable",
         Some(InferError::Failed(_)) => "failed",
     }

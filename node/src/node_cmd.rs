@@ -113,6 +113,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         max_forward_attempts: settings.max_forward_attempts,
         prefix_affinity: settings.prefix_affinity,
         cluster_tls: settings.cluster_tls.clone(),
+        max_active_jobs: settings.max_active_jobs,
     };
     if settings.secret.is_none() {
         tracing::warn!("no --secret-file: this is an open cluster that any process reaching the gossip port can join");

@@ -100,6 +100,9 @@ pub(crate) struct NodeArgs {
     /// Seconds a client connection may stay silent both ways before it is closed [default: 120].
     #[arg(long, env = "GPUMESH_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub(crate) idle_timeout_secs: Option<u64>,
+    /// Most jobs accepted here and not yet finished; more submits get 429 [default: 100000].
+    #[arg(long, env = "GPUMESH_MAX_ACTIVE_JOBS", value_name = "N")]
+    pub(crate) max_active_jobs: Option<u64>,
     /// Most connections one client address holds at once; more are closed at once [default: 256].
     #[arg(long, env = "GPUMESH_MAX_CLIENT_CONNECTIONS", value_name = "N")]
     pub(crate) max_client_connections: Option<usize>,
@@ -130,6 +133,7 @@ pub(crate) struct NodeSettings {
     pub(crate) http: gpumesh_web::HttpOptions,
     pub(crate) max_forward_attempts: usize,
     pub(crate) cluster_tls: Option<gpumesh_actors::ClusterTls>,
+    pub(crate) max_active_jobs: u64,
 }
 
 impl NodeArgs {
@@ -166,6 +170,12 @@ impl NodeArgs {
             gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
             1..=16,
         )?;
+        let max_active_jobs = bounded(
+            "--max-active-jobs",
+            args.max_active_jobs,
+            gpumesh_actors::DEFAULT_MAX_ACTIVE_JOBS,
+            1..=100_000_000,
+        )?;
         let cluster_tls = resolve_tls(args.cluster_tls_cert, args.cluster_tls_key, args.cluster_ca)?;
         let models = match crate::models::registry_path(args.models.as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
@@ -189,6 +199,7 @@ impl NodeArgs {
             http,
             max_forward_attempts,
             cluster_tls,
+            max_active_jobs,
             data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             name: args.name,
             advertise_host: args.advertise_host,

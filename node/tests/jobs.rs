@@ -432,3 +432,62 @@ async fn finished_jobs_are_dropped_after_the_retention_time() {
     let dropped_after = std::time::SystemTime::UNIX_EPOCH.elapsed().expect("clock").as_millis() as u64 - completed_ms;
     assert!(dropped_after >= 2_000, "kept for the retention time first: dropped after {dropped_after} ms");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_beyond_max_active_jobs_get_429_and_every_accepted_job_completes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    // 100 ms a job, one at a time: 8 accepted jobs take 0.8 s to finish.
+    let echo = echo_registry(path, "echo", 100, 100);
+    let spec = NodeSpec {
+        name: Some("n1"),
+        dir: path,
+        data_dir_name: "n1",
+        secret: None,
+        seeds: &[],
+        ports: free_ports(),
+        models: Some(&echo),
+    };
+    let n1 = TestNode::start_with(&spec, &["--max-active-jobs", "8"]);
+    let client = reqwest::Client::new();
+    let url = n1.url.clone();
+    wait_until("n1 is ready", Duration::from_secs(10), || async {
+        (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    // 20 submits at once, each with its own key.
+    let answers = futures_util::future::join_all((0..20).map(|i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let body = job_body(f64::from(i), Some(&format!("k{i}")));
+            let response = client.post(format!("{url}/jobs")).json(&body).send().await.expect("sent");
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().expect("ascii").to_string());
+            let body: Value = response.json().await.expect("json");
+            (i, status, retry_after, body)
+        }
+    }))
+    .await;
+    let accepted: Vec<&(i32, u16, Option<String>, Value)> = answers.iter().filter(|a| a.1 == 202).collect();
+    let refused: Vec<&(i32, u16, Option<String>, Value)> = answers.iter().filter(|a| a.1 == 429).collect();
+    assert_eq!(accepted.len() + refused.len(), 20, "202 or 429 only: {answers:?}");
+    assert_eq!(accepted.len(), 8, "exactly --max-active-jobs accepted: {answers:?}");
+    for (_, _, retry_after, body) in &refused {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("--max-active-jobs")), "{body}");
+    }
+    // A refused key made no job; an accepted key at the cap still finds its job.
+    let (first, _, _, first_body) = accepted[0];
+    let again = client.post(format!("{url}/jobs")).json(&job_body(f64::from(*first), Some(&format!("k{first}"))));
+    let again: Value = again.send().await.expect("sent").json().await.expect("json");
+    assert_eq!(again["job_id"], first_body["job_id"], "the same key gives the same job at the cap");
+    // Every accepted job completes with its own result.
+    for (i, _, _, body) in &accepted {
+        let job = wait_completed(&client, &url, body["job_id"].as_str().expect("id"), Duration::from_secs(10)).await;
+        assert_eq!(job["outputs"][0]["data"][0].as_f64(), Some(f64::from(*i)), "{job}");
+    }
+    // Then there is room again.
+    let after = client.post(format!("{url}/jobs")).json(&job_body(99.0, None)).send().await.expect("sent");
+    assert_eq!(after.status(), 202);
+    eprintln!("measured: 20 concurrent submits with --max-active-jobs 8: 8 accepted (all completed), 12 refused 429");
+}

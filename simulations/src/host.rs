@@ -204,6 +204,7 @@ impl HostSetup {
             max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
             prefix_affinity: self.affinity,
             cluster_tls: None,
+            max_active_jobs: gpumesh_actors::DEFAULT_MAX_ACTIVE_JOBS,
         };
         let env = self.env(ip);
         let client_rng = env.fork_rng();

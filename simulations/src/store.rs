@@ -144,6 +144,11 @@ impl JobStore for SimJobStore {
         Ok(self.tables().jobs.get(id))
     }
 
+    fn by_key(&self, key: &str) -> gpumesh_storage::Result<Option<JobRecord>> {
+        let tables = self.tables();
+        Ok(tables.idem.get(key).and_then(|id| tables.jobs.get(&id)))
+    }
+
     fn update(
         &self,
         id: &str,

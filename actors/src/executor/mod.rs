@@ -129,6 +129,10 @@ pub enum InferError {
     QueueFull { model: String, queued: usize, retry_after_ms: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error(
+        "this node has {active} accepted jobs not yet finished, its --max-active-jobs; retry after {retry_after_ms} ms, or submit at another node"
+    )]
+    TooManyJobs { active: u64, retry_after_ms: u64 },
     #[error("inference failed: {0}")]
     Failed(String),
 }

@@ -202,12 +202,20 @@ impl ForwardReply {
                     InferError::QueueFull { model, .. } => (3, model.clone()),
                     InferError::Unavailable(m) => (4, m.clone()),
                     InferError::Failed(m) => (5, m.clone()),
+                    InferError::TooManyJobs { .. } => (6, String::new()),
                 };
                 w.u8(code);
                 w.str(&message);
-                if let InferError::QueueFull { queued, retry_after_ms, .. } = error {
-                    w.u64(*queued as u64);
-                    w.u64(*retry_after_ms);
+                match error {
+                    InferError::QueueFull { queued, retry_after_ms, .. } => {
+                        w.u64(*queued as u64);
+                        w.u64(*retry_after_ms);
+                    }
+                    InferError::TooManyJobs { active, retry_after_ms } => {
+                        w.u64(*active);
+                        w.u64(*retry_after_ms);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -242,6 +250,7 @@ impl ForwardReply {
                     },
                     4 => InferError::Unavailable(message),
                     5 => InferError::Failed(message),
+                    6 => InferError::TooManyJobs { active: r.u64()?, retry_after_ms: r.u64()? },
                     other => return Err(format!("unknown reply code {other}")),
                 })
             };
@@ -311,6 +320,8 @@ mod tests {
         assert_eq!(ForwardReply::decode(&done.encode()), done);
         let full = ForwardReply::Refused(InferError::QueueFull { model: "m".into(), queued: 4, retry_after_ms: 9 });
         assert_eq!(ForwardReply::decode(&full.encode()), full);
+        let jobs = ForwardReply::Refused(InferError::TooManyJobs { active: 7, retry_after_ms: 1000 });
+        assert_eq!(ForwardReply::decode(&jobs.encode()), jobs);
         let bad = ForwardReply::Refused(InferError::BadRequest("shape".into()));
         assert_eq!(ForwardReply::decode(&bad.encode()), bad);
     }

@@ -4,6 +4,7 @@
 //! held results), reporting each outcome back.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gpumesh_membership::{ClusterView, MemberStatus};
@@ -33,6 +34,8 @@ pub(super) struct Owner {
     pub(super) llm: Arc<LlmService>,
     pub(super) view: watch::Receiver<Arc<ClusterView>>,
     pub(super) clock: Arc<dyn Clock>,
+    /// Jobs accepted here and not yet completed or failed.
+    pub(super) active: AtomicU64,
 }
 
 /// Runs `job` to a final state (or until its store fails: it resumes at
@@ -122,7 +125,13 @@ impl Owner {
     /// `None` when the job is final or the event is refused.
     fn record(&self, id: &str, event: JobEvent) -> Option<JobRecord> {
         match self.store.record(id, event, self.clock.unix_ms(), MAX_JOB_ATTEMPTS) {
-            Ok(Ok(job)) => Some(job),
+            Ok(Ok(job)) => {
+                if job.state.is_final() {
+                    // Only the first final event is taken: this runs once a job.
+                    let _ = self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                }
+                Some(job)
+            }
             Ok(Err(TransitionError::Final(_))) => None,
             Ok(Err(refused)) => {
                 tracing::warn!(%refused, "job event refused");

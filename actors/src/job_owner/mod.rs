@@ -72,11 +72,17 @@ pub(crate) struct JobArgs {
     pub(crate) llm: Arc<LlmService>,
     pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Most jobs accepted here and not yet finished (`--max-active-jobs`).
+    pub(crate) max_active: u64,
 }
+
+/// Retry-After of a submit refused for too many active jobs.
+const TOO_MANY_JOBS_RETRY_MS: u64 = 1000;
 
 /// The jobs this node owns.
 pub struct JobService {
     owner: Arc<dispatch::Owner>,
+    max_active: u64,
     prefix: String,
     next_seq: AtomicU64,
     /// Drops finished jobs and stale held results; stops with the service.
@@ -94,9 +100,11 @@ impl JobService {
             llm: args.llm,
             view: args.view,
             clock: args.clock,
+            active: AtomicU64::new(0),
         };
         Self {
             owner: Arc::new(owner),
+            max_active: args.max_active,
             prefix,
             next_seq: AtomicU64::new(1),
             _pruner: tokio_util::task::AbortOnDropHandle::new(pruner),
@@ -135,17 +143,47 @@ impl JobService {
         self.accept(Payload::Llm(request), idempotency_key).await
     }
 
+    /// Stores a new job (or finds the one of its key) and dispatches it. A
+    /// place among the `max_active` unfinished jobs is taken before the job
+    /// is written, so the cap holds under concurrent submits; beyond it a
+    /// new job is refused (429) while a repeated key still finds its job.
     async fn accept(&self, payload: Payload, idempotency_key: Option<String>) -> Result<JobRecord, InferError> {
+        if self.owner.active.fetch_add(1, Ordering::Relaxed) >= self.max_active {
+            self.owner.active.fetch_sub(1, Ordering::Relaxed);
+            return self
+                .existing(idempotency_key.as_deref())
+                .await?
+                .ok_or(InferError::TooManyJobs { active: self.max_active, retry_after_ms: TOO_MANY_JOBS_RETRY_MS });
+        }
         let model = payload.model().unwrap_or_default().to_string();
         let now_ms = self.owner.clock.unix_ms();
         let job = JobRecord::accepted(self.new_id(), model, payload.encode(), idempotency_key, now_ms);
-        match self.owner.store.submit(job).await.map_err(storage_error)? {
+        let inserted = self.owner.store.submit(job).await;
+        if !matches!(inserted, Ok(Inserted::New(_))) {
+            self.owner.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        match inserted.map_err(storage_error)? {
             Inserted::New(job) => {
                 tokio::spawn(dispatch::run(self.owner.clone(), job.clone()));
                 Ok(job)
             }
             Inserted::Existing(job) => Ok(job),
         }
+    }
+
+    /// The job already stored under `key`, once on disk.
+    async fn existing(&self, key: Option<&str>) -> Result<Option<JobRecord>, InferError> {
+        let Some(key) = key else { return Ok(None) };
+        let found = self.owner.store.store().by_key(key).map_err(storage_error)?;
+        if found.is_some() {
+            self.owner.store.wait_durable().await.map_err(storage_error)?;
+        }
+        Ok(found)
+    }
+
+    /// Jobs accepted here and not yet finished.
+    pub fn active(&self) -> u64 {
+        self.owner.active.load(Ordering::Relaxed)
     }
 
     /// A job this node owns, as it is on disk: a reader never sees a state
@@ -185,6 +223,7 @@ impl JobService {
     pub fn resume(&self) -> Result<usize, InferError> {
         let pending = self.owner.store.store().recover().map_err(storage_error)?;
         let count = pending.len();
+        self.owner.active.fetch_add(count as u64, Ordering::Relaxed);
         for job in pending {
             tokio::spawn(dispatch::run(self.owner.clone(), job));
         }

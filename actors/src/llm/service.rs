@@ -86,6 +86,10 @@ fn from_infer_error(model: &str, error: InferError) -> LlmError {
             LlmError::queue_full(model, queued, retry_after_ms.div_ceil(1000).max(1))
         }
         InferError::Unavailable(message) => LlmError::unavailable(message),
+        error @ InferError::TooManyJobs { retry_after_ms, .. } => LlmError {
+            retry_after_s: Some(retry_after_ms.div_ceil(1000).max(1)),
+            ..LlmError::with_status(429, error.to_string())
+        },
         InferError::Failed(message) => LlmError::failed(message),
     }
 }

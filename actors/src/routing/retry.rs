@@ -77,7 +77,7 @@ pub fn cooldown(here: bool, error: Option<&InferError>) -> Option<Duration> {
     match error? {
         _ if here => None,
         InferError::BadRequest(_) => None,
-        InferError::QueueFull { .. } => Some(QUEUE_FULL_COOLDOWN),
+        InferError::QueueFull { .. } | InferError::TooManyJobs { .. } => Some(QUEUE_FULL_COOLDOWN),
         _ => Some(UNREACHABLE_COOLDOWN),
     }
 }

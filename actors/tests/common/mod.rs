@@ -35,5 +35,6 @@ pub(crate) fn loopback_config(name: &str, dir: &Path, seeds: Vec<String>) -> Nod
         max_forward_attempts: gpumesh_actors::DEFAULT_MAX_FORWARD_ATTEMPTS,
         prefix_affinity: true,
         cluster_tls: None,
+        max_active_jobs: gpumesh_actors::DEFAULT_MAX_ACTIVE_JOBS,
     }
 }

@@ -76,6 +76,8 @@ pub trait JobStore: Send + Sync {
     /// idempotency key.
     fn insert(&self, job: JobRecord) -> Result<Inserted>;
     fn get(&self, id: &str) -> Result<Option<JobRecord>>;
+    /// The job stored under idempotency `key`, if any.
+    fn by_key(&self, key: &str) -> Result<Option<JobRecord>>;
     /// Applies `event`; the inner error says why it was refused.
     fn update(
         &self,
@@ -294,6 +296,12 @@ impl JobStore for SledJobStore {
             Some(bytes) => Ok(Some(self.assemble(Self::read_meta(&bytes)?)?)),
             None => Ok(None),
         }
+    }
+
+    fn by_key(&self, key: &str) -> Result<Option<JobRecord>> {
+        let Some(id) = self.idem.get(key.as_bytes())? else { return Ok(None) };
+        let id = std::str::from_utf8(&id).map_err(|_| Error::Corrupt { what: "idempotency index" })?;
+        self.get(id)
     }
 
     fn update(

@@ -36,12 +36,14 @@ impl From<InferError> for ApiError {
         let status = match &error {
             InferError::BadRequest(_) => StatusCode::BAD_REQUEST,
             InferError::UnknownModel(_) => StatusCode::NOT_FOUND,
-            InferError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            InferError::QueueFull { .. } | InferError::TooManyJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
             InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             InferError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let retry_after_s = match &error {
-            InferError::QueueFull { retry_after_ms, .. } => Some(retry_after_ms.div_ceil(1000).max(1)),
+            InferError::QueueFull { retry_after_ms, .. } | InferError::TooManyJobs { retry_after_ms, .. } => {
+                Some(retry_after_ms.div_ceil(1000).max(1))
+            }
             _ => None,
         };
         ApiError { status, message: error.to_string(), retry_after_s }
