@@ -422,9 +422,32 @@ async fn api_tokens_missing_wrong_and_right() {
         let cluster = client.get(format!("{url}/cluster")).bearer_auth(token).send().await.expect("answers");
         assert_eq!(cluster.status(), 200);
     }
-    let page = client.get(format!("{url}/?token=second-client-token-abcdefgh")).send().await.expect("answers");
-    assert_eq!(page.status(), 200, "a browser passes the token in the address");
-    let wrong_page = client.get(format!("{url}/?token=guess")).send().await.expect("answers");
+    // A browser opens the page once with the token in its address: it gets
+    // a session cookie and the address without the token.
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let opened = browser.get(format!("{url}/?token=second-client-token-abcdefgh")).send().await.expect("answers");
+    assert_eq!(opened.status(), 303, "a browser passes the token in the address once");
+    assert_eq!(opened.headers()["location"], "/", "and is sent to an address without it");
+    let cookie = opened.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("second-client-token"), "the cookie is not the token: {cookie}");
+    let session = cookie.split(';').next().expect("name=value").to_string();
+    let with_session = |method: reqwest::Method, path: &str| {
+        browser.request(method, format!("{url}{path}")).header("cookie", session.clone()).send()
+    };
+    let page = with_session(reqwest::Method::GET, "/").await.expect("answers");
+    assert_eq!(page.status(), 200, "the page goes by the cookie");
+    let page = page.text().await.expect("html");
+    assert!(!page.contains("token="), "the page builds no address with a token");
+    let events = with_session(reqwest::Method::GET, "/events").await.expect("answers");
+    assert_eq!(events.status(), 200, "and its event stream");
+    assert!(events.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
+    drop(events);
+    let write = with_session(reqwest::Method::POST, "/jobs").await.expect("answers");
+    assert_eq!(write.status(), 401, "a session reads; it does not write");
+    let forged = browser.get(format!("{url}/")).header("cookie", "gpumesh_session=00ff").send().await.expect("answers");
+    assert_eq!(forged.status(), 401, "a made-up session is refused");
+    let wrong_page = browser.get(format!("{url}/?token=guess")).send().await.expect("answers");
     assert_eq!(wrong_page.status(), 401);
 
     // The command-line clients send GPUMESH_API_TOKEN.

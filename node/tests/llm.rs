@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::llm::{fetch_sample, llm_load, sample, wait_llm_ready};
-use common::{NodeSpec, TestNode, free_ports, start_with_registries, wait_until};
+use common::llm::{llm_load, wait_llm_ready};
+use common::{NodeSpec, TestNode, fetch_sample, free_ports, sample, start_with_registries, wait_until};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};

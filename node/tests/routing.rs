@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fetch_view, start_with_registries, wait_served, wait_until};
+use common::{fetch_sample, fetch_view, start_with_registries, wait_served, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -100,7 +100,14 @@ async fn killing_the_executing_node_mid_burst_loses_no_request_silently() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // n3 dies with requests queued and executing there.
+    let n3 = nodes[2].url.clone();
+    let held = wait_until("n3 has requests of the burst", Duration::from_secs(10), || async {
+        let queued = fetch_sample(&client, &n3, "gpumesh_queue_depth{model=\"svc\"}").await?;
+        let executing = fetch_sample(&client, &n3, "gpumesh_inflight_requests{model=\"svc\"}").await?;
+        (queued + executing >= 3.0).then_some(queued + executing)
+    })
+    .await;
     nodes[2].kill9();
     let killed_after = started.elapsed();
     let mut by_node = std::collections::BTreeMap::new();
@@ -122,7 +129,7 @@ async fn killing_the_executing_node_mid_burst_loses_no_request_silently() {
         }
     }
     eprintln!(
-        "measured: n3 killed after {killed_after:?}; served by {by_node:?}, {errors} errors, slowest {slowest:?}"
+        "measured: n3 killed after {killed_after:?} holding {held} requests; served by {by_node:?}, {errors} errors, slowest {slowest:?}"
     );
     assert!(slowest < Duration::from_secs(12), "a request hung past the forward timeout: {slowest:?}");
     assert!(by_node.get("n2").copied().unwrap_or(0) > 0, "the survivor served requests: {by_node:?}");

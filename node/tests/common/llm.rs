@@ -30,15 +30,3 @@ pub async fn wait_llm_ready(client: &reqwest::Client, at: &str, holders: &[&str]
     })
     .await;
 }
-
-/// The value of the sample `series` (a metric's name with its labels, as
-/// the text format writes them) in a Prometheus text page.
-pub fn sample(page: &str, series: &str) -> Option<f64> {
-    page.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// [`sample`] read from `url`'s `/metrics`.
-pub async fn fetch_sample(client: &reqwest::Client, url: &str, series: &str) -> Option<f64> {
-    let page = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
-    sample(&page, series)
-}

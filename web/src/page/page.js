@@ -12,10 +12,9 @@ window.gpumesh = (() => {
   const ms = (v) => (v == null ? "–" : v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : Math.round(v).toString());
   const gb = (mb) => (mb / 1024).toFixed(mb < 10240 ? 1 : 0);
   const state = { history: [], last: null, counts: {}, renders: 0 };
-  // A node that asks for API tokens is opened as /?token=...: the token
-  // goes on to the event stream and to the other nodes' pages.
-  const token = new URLSearchParams(location.search).get("token");
-  const withToken = (path) => (token ? `${path}?token=${encodeURIComponent(token)}` : path);
+  // A node that asks for API tokens keeps this page's session in a
+  // cookie (the address with the token is opened once): no token in any
+  // address here.
 
   function colorOf(name) {
     let h = 0;
@@ -111,7 +110,7 @@ window.gpumesh = (() => {
       const gpus = n.gpus || [];
       const avg = (f) => (gpus.length ? gpus.reduce((a, g) => a + f(g), 0) / gpus.length : null);
       const gpuName = gpus.length ? `${gpus[0].name}${gpus.length > 1 ? ` ×${gpus.length}` : ""}` : "no GPU";
-      const name = n.http_addr ? `<a href="${esc(withToken(`http://${n.http_addr}/`))}">${esc(n.name)}</a>` : esc(n.name);
+      const name = n.http_addr ? `<a href="${esc(`http://${n.http_addr}/`)}">${esc(n.name)}</a>` : esc(n.name);
       const models = n.models.map((m) => `${esc(m.name)} <span class="muted">${esc(m.device)}</span>`).join(", ");
       const power = avg((g) => g.power_w);
       return `<tr class="${n.name === self ? "self" : ""}" data-node="${esc(n.name)}" data-status="${esc(n.status)}">` +
@@ -244,7 +243,7 @@ window.gpumesh = (() => {
   }
 
   function connect() {
-    const source = new EventSource(withToken("/events"));
+    const source = new EventSource("/events");
     state.source = source;
     source.addEventListener("history", (e) => { state.history = JSON.parse(e.data); });
     source.addEventListener("snapshot", (e) => { setLive(true); render(JSON.parse(e.data)); });
