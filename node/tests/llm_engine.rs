@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::engine::{ENGINE_START, engine_pid, engine_registry, repo};
 use common::llm::{llm_load, wait_llm_ready};
-use common::{GOSSIP_INTERVAL_MS, fetch_sample, TestNode, free_ports, start_with_registries, wait_until};
+use common::{GOSSIP_INTERVAL_MS, TestNode, fetch_sample, free_ports, start_with_registries, wait_until};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
