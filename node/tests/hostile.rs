@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::{TestNode, fetch_view, wait_until};
 use serde_json::{Value, json};
 
-const REGISTRY: &str = "\
-[[model]]
-name = \"echo\"
-kind = \"synthetic\"
-service_time_ms = 1
-max_batch_size = 8
-";
-
 /// One hostile request: what it is, method, path, extra headers, body.
 struct Case {
     what: &'static str,
@@ -311,7 +303,7 @@ async fn every_hostile_openai_request_gets_an_openai_4xx_and_the_node_keeps_serv
 async fn every_hostile_request_gets_a_4xx_json_error_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = dir.path().join("models.toml");
-    std::fs::write(&registry, REGISTRY).expect("registry");
+    std::fs::write(&registry, common::ECHO_REGISTRY).expect("registry");
     let mut node = TestNode::solo(dir.path(), Some(&registry));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     wait_until("the node answers", Duration::from_secs(10), || fetch_view(&client, &node.url)).await;
@@ -357,7 +349,7 @@ async fn api_tokens_missing_wrong_and_right() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = dir.path().join("models.toml");
-    std::fs::write(&registry, REGISTRY).expect("registry");
+    std::fs::write(&registry, common::ECHO_REGISTRY).expect("registry");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "# clients\nfirst-client-token-0123456789\n\nsecond-client-token-abcdefgh\n")
         .expect("tokens");
@@ -472,7 +464,7 @@ async fn api_tokens_missing_wrong_and_right() {
 async fn configured_limits_are_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = dir.path().join("models.toml");
-    std::fs::write(&registry, REGISTRY).expect("registry");
+    std::fs::write(&registry, common::ECHO_REGISTRY).expect("registry");
     let spec = common::NodeSpec {
         name: Some("tight"),
         dir: dir.path(),

@@ -400,11 +400,9 @@ async fn an_owner_killed_while_its_job_runs_collects_the_held_result_after_resta
     assert_monotone(&job);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finished_jobs_are_dropped_after_the_retention_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let echo = echo_registry(path, "echo", 1, 100);
+/// One node n1 serving `echo` (`service_ms` a job) with `args`, once ready.
+async fn solo(path: &Path, service_ms: u32, args: &[&str]) -> (TestNode, reqwest::Client) {
+    let echo = echo_registry(path, "echo", service_ms, 100);
     let spec = NodeSpec {
         name: Some("n1"),
         dir: path,
@@ -414,13 +412,20 @@ async fn finished_jobs_are_dropped_after_the_retention_time() {
         ports: free_ports(),
         models: Some(&echo),
     };
-    let n1 = TestNode::start_with(&spec, &["--job-retention-secs", "2"]);
+    let n1 = TestNode::start_with(&spec, args);
     let client = reqwest::Client::new();
     let url = n1.url.clone();
     wait_until("n1 is ready", Duration::from_secs(10), || async {
         (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
     })
     .await;
+    (n1, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_dropped_after_the_retention_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, client) = solo(dir.path(), 1, &["--job-retention-secs", "2"]).await;
     let id = submit(&client, &n1.url, &job_body(1.5, None)).await["job_id"].as_str().expect("id").to_string();
     let job = wait_completed(&client, &n1.url, &id, Duration::from_secs(10)).await;
     let completed_ms = job["updated_ms"].as_u64().expect("updated");
@@ -436,25 +441,9 @@ async fn finished_jobs_are_dropped_after_the_retention_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submits_beyond_max_active_jobs_get_429_and_every_accepted_job_completes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
     // 100 ms a job, one at a time: 8 accepted jobs take 0.8 s to finish.
-    let echo = echo_registry(path, "echo", 100, 100);
-    let spec = NodeSpec {
-        name: Some("n1"),
-        dir: path,
-        data_dir_name: "n1",
-        secret: None,
-        seeds: &[],
-        ports: free_ports(),
-        models: Some(&echo),
-    };
-    let n1 = TestNode::start_with(&spec, &["--max-active-jobs", "8"]);
-    let client = reqwest::Client::new();
+    let (n1, client) = solo(dir.path(), 100, &["--max-active-jobs", "8"]).await;
     let url = n1.url.clone();
-    wait_until("n1 is ready", Duration::from_secs(10), || async {
-        (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
-    })
-    .await;
     // 20 submits at once, each with its own key.
     let answers = futures_util::future::join_all((0..20).map(|i| {
         let (client, url) = (client.clone(), url.clone());

@@ -34,6 +34,11 @@ decode_ms_per_token = 50.0
 max_sequences = 4
 ";
 
+/// POSTs `body` to `url` and returns the JSON answer.
+async fn post_json(client: &reqwest::Client, url: String, body: &Value) -> Value {
+    client.post(url).json(body).send().await.expect("sent").json().await.expect("json")
+}
+
 /// Sends a streamed request and returns the response's headers and the
 /// data of every event, in order.
 async fn stream(client: &reqwest::Client, url: &str, body: &Value) -> (reqwest::header::HeaderMap, Vec<String>) {
@@ -119,26 +124,10 @@ async fn any_node_serves_the_language_models_of_the_cluster() {
     })
     .await;
     let completion = json!({"model": "chat", "prompt": "Once upon a time", "max_tokens": 5});
-    let answer: Value = client
-        .post(format!("{n1}/v1/completions"))
-        .json(&completion)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = post_json(&client, format!("{n1}/v1/completions"), &completion).await;
     assert_eq!(answer["object"], "text_completion", "{answer}");
     let embedding = json!({"model": "chat", "input": "a mesh"});
-    let answer: Value = client
-        .post(format!("{n1}/v1/embeddings"))
-        .json(&embedding)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = post_json(&client, format!("{n1}/v1/embeddings"), &embedding).await;
     assert_eq!(answer["data"][0]["embedding"].as_array().map(Vec::len), Some(8), "{answer}");
 }
 
@@ -409,15 +398,7 @@ async fn a_job_whose_node_dies_mid_generation_goes_on_from_its_tokens_on_another
     assert_eq!(answer["gpumesh"]["nodes"], json!([serving, survivor]), "{job}");
     assert_eq!(answer["usage"]["completion_tokens"], 60, "{job}");
     let whole = json!({"model": "slow", "messages": messages, "max_tokens": 60});
-    let reference: Value = client
-        .post(format!("{n1}/v1/chat/completions"))
-        .json(&whole)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let reference: Value = post_json(&client, format!("{n1}/v1/chat/completions"), &whole).await;
     assert_eq!(reference["gpumesh"]["nodes"], json!([survivor]));
     assert_eq!(answer["choices"][0]["message"]["content"], reference["choices"][0]["message"]["content"], "{job}");
     assert_eq!(answer["object"], "chat.completion");

@@ -14,17 +14,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-const REGISTRY: &str = "\
-[[model]]
-name = \"echo\"
-kind = \"synthetic\"
-service_time_ms = 1
-max_batch_size = 8
-";
-
 fn start(dir: &std::path::Path, name: &str, args: &[&str]) -> TestNode {
     let registry = dir.join("models.toml");
-    std::fs::write(&registry, REGISTRY).expect("registry");
+    std::fs::write(&registry, common::ECHO_REGISTRY).expect("registry");
     let spec = NodeSpec {
         name: Some(name),
         dir,

@@ -16,6 +16,14 @@ use gpumesh_web::ClusterResponse;
 use tokio::time::Instant;
 
 pub const GOSSIP_INTERVAL_MS: u64 = 200;
+/// A registry serving `echo`, a synthetic model of 1 ms a batch.
+pub const ECHO_REGISTRY: &str = "\
+[[model]]
+name = \"echo\"
+kind = \"synthetic\"
+service_time_ms = 1
+max_batch_size = 8
+";
 const POLL_MS: u64 = 50;
 
 /// Ports handed out so far by this test process.
