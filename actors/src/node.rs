@@ -22,7 +22,7 @@ use crate::executor::{ExecutorArgs, InferError, InferRequest, InferResponse, Met
 use crate::forward::client::PeerClient;
 use crate::forward::endpoint::ForwardArgs;
 use crate::forward::peers::{ClusterPeers, PeerNet};
-use crate::job_owner::{JobArgs, JobService};
+use crate::job_owner::{JobArgs, JobDoor, JobService};
 use crate::links::{LinkedPeers, LinksArgs};
 use crate::llm::relay::{Relay, RelayArgs};
 use crate::llm::service::LlmArgs;
@@ -119,6 +119,7 @@ struct Shared {
     telemetry: Arc<Telemetry>,
     peers: PeerClient,
     relay: Arc<Relay>,
+    jobs_door: JobDoor,
     view_rx: watch::Receiver<Arc<ClusterView>>,
     connected_rx: watch::Receiver<Arc<LinkedPeers>>,
     refresh_interval: Duration,
@@ -189,6 +190,7 @@ pub async fn start_node(config: NodeConfig, env: NodeEnv) -> Result<NodeHandle> 
         telemetry,
         peers,
         relay,
+        jobs_door: JobDoor::default(),
         view_rx,
         connected_rx,
         refresh_interval,
@@ -288,6 +290,7 @@ fn supervisor_args(
             clock: env.clock.clone(),
             peers: shared.peers.clone(),
             relay: shared.relay.clone(),
+            jobs_door: shared.jobs_door.clone(),
         }),
         links,
         executors: shared.executors.clone(),
@@ -354,6 +357,7 @@ async fn assemble(
         view: shared.view_rx.clone(),
         clock: env.clock.clone(),
         max_active: config.max_active_jobs,
+        door: shared.jobs_door,
     });
     Ok(NodeHandle {
         name: shared.name,

@@ -131,6 +131,68 @@ async fn one_idempotency_key_gives_one_job() {
     assert_eq!(total, 2, "order-42 and race: {listed} {all}");
 }
 
+/// Three nodes serving `echo`, each seeing all three linked.
+async fn trio(dir: &Path) -> ([TestNode; 3], reqwest::Client) {
+    let secret = write_secret(dir, "secret");
+    let echo = echo_registry(dir, "echo", 1, 10000);
+    let n1 = node(dir, "n1", &echo, &secret, &[], free_ports());
+    let n2 = node(dir, "n2", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
+    let n3 = node(dir, "n3", &echo, &secret, std::slice::from_ref(&n1.gossip), free_ports());
+    let client = reqwest::Client::new();
+    let names: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+    for n in [&n1, &n2, &n3] {
+        wait_until("every node sees all three", Duration::from_secs(15), || async {
+            common::sees_all(&fetch_view(&client, &n.url).await?, &names).then_some(())
+        })
+        .await;
+    }
+    ([n1, n2, n3], client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_gives_one_job_whichever_node_takes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, client) = trio(dir.path()).await;
+    let mut owners = std::collections::BTreeSet::new();
+    for key in ["order-1", "order-2", "order-3", "order-4", "order-5", "order-6"] {
+        let mut ids = Vec::new();
+        for n in &nodes {
+            ids.push(submit(&client, &n.url, &job_body(1.0, Some(key))).await["job_id"].clone());
+        }
+        assert!(ids.iter().all(|id| *id == ids[0]), "key {key}: one job at every node, got {ids:?}");
+        let id = ids[0].as_str().expect("id");
+        owners.insert(id.split_once('.').expect("owner").0.to_string());
+        for n in &nodes {
+            assert_eq!(get(&client, &n.url, id).await.expect("any node answers")["job_id"], ids[0]);
+        }
+    }
+    assert!(owners.len() >= 2, "the keys' homes spread over the members: {owners:?}");
+    let racing: Vec<_> = (0..16)
+        .map(|i| {
+            let (client, url) = (client.clone(), nodes[i % 3].url.clone());
+            tokio::spawn(async move { submit(&client, &url, &job_body(3.0, Some("race"))).await["job_id"].clone() })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for handle in racing {
+        ids.push(handle.await.expect("task"));
+    }
+    ids.sort_by_key(ToString::to_string);
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "16 concurrent submits of one key at three nodes made jobs {ids:?}");
+    let job = wait_completed(&client, &nodes[0].url, ids[0].as_str().expect("id"), Duration::from_secs(10)).await;
+    assert_eq!(job["outputs"][0]["data"], json!([3.0]));
+    let mut total = 0;
+    for n in &nodes {
+        for state in ["active", "completed", "failed"] {
+            let url = format!("{}/jobs?state={state}&limit=100", n.url);
+            let listed: Value = client.get(url).send().await.expect("list").json().await.expect("json");
+            total += listed["jobs"].as_array().map_or(0, Vec::len);
+        }
+    }
+    assert_eq!(total, 7, "six keys and the race: seven jobs in the cluster");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_killed_right_after_its_acknowledgements_completes_its_jobs_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

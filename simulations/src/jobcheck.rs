@@ -77,7 +77,13 @@ impl JobChecker {
         let owned_by_wiped =
             |id: &str| gpumesh_actors::job_owner::owner_of(id).is_some_and(|owner| wiped.contains(owner));
         let checked: Vec<(&String, &Accepted)> = ledger.accepted.iter().filter(|(id, _)| !owned_by_wiped(id)).collect();
-        let mut counts = JobCounts { accepted: checked.len() as u64, ..JobCounts::default() };
+        let mut counts =
+            JobCounts { accepted: checked.len() as u64, moved_keys: ledger.moved_keys, ..JobCounts::default() };
+        for conflict in &ledger.conflicts {
+            if !conflict.owners.iter().any(|owner| wiped.contains(owner)) {
+                self.failures.push(conflict.message.clone());
+            }
+        }
         for (id, accepted) in checked {
             let Some(job) = on_disk.get(id) else {
                 counts.lost += 1;

@@ -21,8 +21,16 @@ pub(crate) enum Accepted {
 #[derive(Default)]
 pub(crate) struct LedgerInner {
     pub(crate) accepted: BTreeMap<String, Accepted>,
-    /// Idempotency key -> the job id first acknowledged for it.
-    pub(crate) keys: BTreeMap<String, String>,
+    /// Every idempotency key any client has drawn, in order, with the
+    /// value of its request: duplicates are drawn from here, so one key
+    /// enters at several nodes.
+    pub(crate) pool: Vec<(String, f32)>,
+    /// Idempotency key -> the jobs acknowledged for it.
+    keys: BTreeMap<String, KeyJobs>,
+    /// Acknowledgements that broke a key's promise (see [`KeyConflict`]).
+    pub(crate) conflicts: Vec<KeyConflict>,
+    /// Keys acknowledged with a second job after their home moved.
+    pub(crate) moved_keys: u64,
     pub(crate) sync_latencies_ms: Vec<f64>,
     pub(crate) sync_errors: u64,
     /// Language-model streams: what became of them, and their times to
@@ -34,6 +42,28 @@ pub(crate) struct LedgerInner {
     sent: BTreeMap<u32, u32>,
 }
 
+/// The jobs acknowledged for one key: by owner, and by the members the
+/// accepting node saw.
+#[derive(Default)]
+struct KeyJobs {
+    by_owner: BTreeMap<String, String>,
+    by_members: BTreeMap<String, String>,
+}
+
+/// An acknowledgement that broke a key's promise, and the owners involved:
+/// a node whose disk was wiped lost its jobs and keys, so its conflicts
+/// are no failure (the job check knows which nodes were wiped).
+pub(crate) struct KeyConflict {
+    pub(crate) owners: [String; 2],
+    pub(crate) message: String,
+}
+
+/// The candidates for a key's home in `view`, as one string: the members
+/// that may take new work, by name.
+pub(crate) fn home_candidates(view: &gpumesh_membership::ClusterView) -> String {
+    gpumesh_actors::job_owner::home::candidates(view).collect::<Vec<_>>().join(",")
+}
+
 #[derive(Clone, Default)]
 pub(crate) struct Ledger(Arc<Mutex<LedgerInner>>);
 
@@ -42,20 +72,35 @@ impl Ledger {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A node acknowledged job `id` for idempotency `key`: a key must give
-    /// the same job every time.
-    pub(crate) fn acknowledged(&self, key: String, id: String, accepted: Accepted) {
+    /// A node acknowledged job `id` for idempotency `key`; `members` are
+    /// the candidates for the key's home in the view of the node that took
+    /// the submit, when it took it. One key gives one job while the members
+    /// stay the same; a second job is allowed only on another home, chosen
+    /// from other members (the promise `job_owner::home` documents).
+    pub(crate) fn acknowledged(&self, key: String, id: String, accepted: Accepted, members: String) {
         let mut ledger = self.lock();
-        match ledger.keys.get(&key) {
-            Some(first) if *first != id => {
-                let failure = format!("idempotency key {key} gave job {id} after {first}");
-                ledger.failures.push(failure);
-            }
-            Some(_) => {}
-            None => {
-                ledger.keys.insert(key, id.clone());
-                ledger.accepted.insert(id, accepted);
-            }
+        let owner_of = |id: &str| gpumesh_actors::job_owner::owner_of(id).unwrap_or_default().to_string();
+        let owner = owner_of(&id);
+        let jobs = ledger.keys.entry(key.clone()).or_default();
+        let mut conflicts = Vec::new();
+        if let Some(first) = jobs.by_owner.get(&owner).filter(|first| **first != id) {
+            let message = format!("idempotency key {key} gave job {id} after {first}, both owned by {owner}");
+            conflicts.push(KeyConflict { owners: [owner.clone(), owner.clone()], message });
+        }
+        if let Some(first) = jobs.by_members.get(&members).filter(|first| **first != id) {
+            let message = format!(
+                "idempotency key {key} gave job {id} after {first} while the members were the same ({members})"
+            );
+            conflicts.push(KeyConflict { owners: [owner.clone(), owner_of(first)], message });
+        }
+        let new_job = !jobs.by_owner.values().any(|known| *known == id);
+        let moved = new_job && !jobs.by_owner.is_empty();
+        jobs.by_owner.entry(owner).or_insert_with(|| id.clone());
+        jobs.by_members.entry(members).or_insert_with(|| id.clone());
+        ledger.conflicts.extend(conflicts);
+        ledger.moved_keys += u64::from(moved);
+        if new_job {
+            ledger.accepted.insert(id, accepted);
         }
     }
 

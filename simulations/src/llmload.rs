@@ -97,9 +97,10 @@ fn drawn(body: &[u8], ledger: &Ledger) -> Option<(LlmRequest, String)> {
 /// Submits a chat as a durable job; `jobcheck` checks its answer at the end.
 pub(crate) async fn submit(node: Arc<NodeHandle>, body: Vec<u8>, key: String, ledger: Ledger, trace: TraceLog) {
     let Some((request, text)) = drawn(&body, &ledger) else { return };
+    let members = crate::ledger::home_candidates(&node.view());
     let Ok(job) = node.submit_llm_job(request, Some(key.clone())).await else { return };
     trace.record(format_args!("client {} accepted chat job {} key {key}", node.name(), job.id));
-    ledger.acknowledged(key, job.id, Accepted::Llm { text });
+    ledger.acknowledged(key, job.id, Accepted::Llm { text }, members);
 }
 
 /// Sends one streamed chat and checks every token of it.

@@ -139,6 +139,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         jobs.failed += output.jobs.failed;
         jobs.lost += output.jobs.lost;
         jobs.duplicate_visible += output.jobs.duplicate_visible;
+        jobs.moved_keys += output.jobs.moved_keys;
         let membership = &mut report.membership;
         membership.formation_ms = membership.formation_ms.max(checker.formation_ms());
         membership.detect_ms_max = membership.detect_ms_max.max(checker.detect_ms_max);

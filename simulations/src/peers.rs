@@ -112,6 +112,7 @@ fn kind(call: &PeerCall) -> &'static str {
         PeerCall::JobStarted { .. } => "started",
         PeerCall::LlmOpen(_) => "llm-open",
         PeerCall::LlmFrame(_) => "llm-frame",
+        PeerCall::SubmitJob(_) => "submit",
     }
 }
 

@@ -14,6 +14,9 @@ pub(crate) struct JobCounts {
     pub(crate) failed: u64,
     pub(crate) lost: u64,
     pub(crate) duplicate_visible: u64,
+    /// Idempotency keys that got a second job after their home moved.
+    #[serde(default)]
+    pub(crate) moved_keys: u64,
 }
 
 /// Membership measurements.
@@ -99,8 +102,8 @@ impl Report {
         ));
         let jobs = &self.jobs;
         out.push_str(&format!(
-            "  jobs: {} accepted, {} completed, {} failed, {} lost, {} with a second result visible\n",
-            jobs.accepted, jobs.completed, jobs.failed, jobs.lost, jobs.duplicate_visible
+            "  jobs: {} accepted, {} completed, {} failed, {} lost, {} with a second result visible, {} keys moved home\n",
+            jobs.accepted, jobs.completed, jobs.failed, jobs.lost, jobs.duplicate_visible, jobs.moved_keys
         ));
         for (policy, latency) in &self.policies {
             out.push_str(&format!(

@@ -34,6 +34,8 @@ struct Summary {
     converge_ms_max: u64,
     jobs_accepted: u64,
     jobs_lost: u64,
+    /// Idempotency keys that got a second job after their home moved.
+    moved_keys: u64,
 }
 
 fn parse_range(range: &str) -> anyhow::Result<(u64, u64)> {
@@ -127,6 +129,7 @@ pub(crate) fn run(scenario: &Path, range: &str, extra: &[String], json: bool) ->
         converge_ms_max: reports.iter().map(|report| report.membership.converge_ms_max).max().unwrap_or(0),
         jobs_accepted: reports.iter().map(|report| report.jobs.accepted).sum(),
         jobs_lost: reports.iter().map(|report| report.jobs.lost).sum(),
+        moved_keys: reports.iter().map(|report| report.jobs.moved_keys).sum(),
     };
     if json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -142,8 +145,12 @@ pub(crate) fn run(scenario: &Path, range: &str, extra: &[String], json: bool) ->
             summary.distinct_traces
         );
         println!(
-            "  detection max {} ms, convergence max {} ms, jobs accepted {}, lost {}",
-            summary.detect_ms_max, summary.converge_ms_max, summary.jobs_accepted, summary.jobs_lost
+            "  detection max {} ms, convergence max {} ms, jobs accepted {}, lost {}, keys moved home {}",
+            summary.detect_ms_max,
+            summary.converge_ms_max,
+            summary.jobs_accepted,
+            summary.jobs_lost,
+            summary.moved_keys
         );
         for run in results.iter().filter(|run| failed.contains(&run.seed)) {
             let first = run

@@ -9,7 +9,7 @@ use gpumesh_actors::{InferRequest, NodeHandle, Requirements, Tensor, TensorData}
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
-use crate::ledger::{Accepted, Ledger, now_ms};
+use crate::ledger::{Accepted, Ledger, home_candidates, now_ms};
 use crate::llmload::{Chat, LlmDraws};
 use crate::scenario::Workload;
 use crate::trace::TraceLog;
@@ -74,7 +74,6 @@ enum Send {
 /// Draws what a client (or one closed-loop worker) sends next.
 struct Draws {
     rng: StdRng,
-    keys: Vec<String>,
     name: String,
     index: u32,
     workload: Workload,
@@ -93,18 +92,23 @@ impl Draws {
         }
         let value = self.ledger.next_value(self.index);
         let priority = if self.rng.random_bool(self.workload.high_priority_fraction) { 9 } else { 5 };
-        let request = request(value, priority)?;
         if !self.rng.random_bool(self.workload.async_fraction) {
-            return Some(Send::Infer { request, value });
+            return Some(Send::Infer { request: request(value, priority)?, value });
         }
-        let duplicate = !self.keys.is_empty() && self.rng.random_bool(self.workload.duplicate_fraction);
-        let key = if duplicate {
-            self.keys[self.rng.random_range(0..self.keys.len())].clone()
+        // Duplicates come from the keys of every client, with the request
+        // first sent under the key (as a client's retry would): one key
+        // enters at several nodes, and must find one job.
+        let mut ledger = self.ledger.lock();
+        let duplicate = !ledger.pool.is_empty() && self.rng.random_bool(self.workload.duplicate_fraction);
+        let (key, value) = if duplicate {
+            ledger.pool[self.rng.random_range(0..ledger.pool.len())].clone()
         } else {
             let key = format!("{}-{value}", self.name);
-            self.keys.push(key.clone());
-            key
+            ledger.pool.push((key.clone(), value));
+            (key, value)
         };
+        drop(ledger);
+        let request = request(value, priority)?;
         Some(Send::Job { request, key, value })
     }
 }
@@ -127,7 +131,6 @@ impl Client {
         }
         let draws = |rng: StdRng| Draws {
             rng,
-            keys: Vec::new(),
             name: self.node.name().to_string(),
             index: self.index,
             workload: self.workload.clone(),
@@ -179,9 +182,11 @@ async fn submit(
     ledger: Ledger,
     trace: TraceLog,
 ) {
+    // The node computes the key's home from this view before its first await.
+    let members = home_candidates(&node.view());
     let Ok(job) = node.submit_job(MODEL, request, Some(key.clone())).await else { return };
     trace.record(format_args!("client {} accepted {} key {key}", node.name(), job.id));
-    ledger.acknowledged(key, job.id, Accepted::Tensor { value });
+    ledger.acknowledged(key, job.id, Accepted::Tensor { value }, members);
 }
 
 async fn infer(node: Arc<NodeHandle>, request: InferRequest, value: f32, ledger: Ledger) {

@@ -117,6 +117,7 @@ every_scenario! {
     llm_failover_passes => "llm-failover.toml",
     llm_affinity_passes => "llm-affinity.toml",
     llm_mixed_passes => "llm-mixed.toml",
+    shared_keys_passes => "shared-keys.toml",
 }
 
 /// A job scenario replays byte for byte too: clients, jobs and the store's

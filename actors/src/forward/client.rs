@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc};
+use crate::forward::job_wire::{KeyedSubmit, SubmitAnswer};
 use crate::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
 use crate::forward::wire::{ForwardReply, ForwardRequest};
 use crate::llm::error::LlmError;
@@ -108,6 +109,33 @@ impl PeerClient {
     /// false when it could not be handed to the link.
     pub async fn llm_frame(&self, target: &str, frame: Vec<u8>) -> bool {
         self.call(target, PeerCall::LlmFrame(frame)).await.is_ok()
+    }
+
+    /// Asks `home`, the home of idempotency key `key`, to accept a job
+    /// (`payload`: its request as stored) or find the one of its key.
+    pub async fn submit_job(
+        &self,
+        home: &str,
+        key: String,
+        payload: Vec<u8>,
+    ) -> Result<gpumesh_storage::jobs::JobRecord, InferError> {
+        let submit = crate::llm::wire::encode(&KeyedSubmit { key, payload });
+        let other = || InferError::Failed(format!("node {home} answered a job submit with something else"));
+        match self.call(home, PeerCall::SubmitJob(submit)).await {
+            Ok(PeerAnswer::Bytes(bytes)) => match decode::<SubmitAnswer>(&bytes).ok_or_else(other)? {
+                Ok(json) => serde_json::from_str(&json)
+                    .map_err(|error| InferError::Failed(format!("node {home} sent an unreadable job: {error}"))),
+                Err(refused) => match ForwardReply::decode(&refused) {
+                    ForwardReply::Refused(error) => Err(error),
+                    ForwardReply::Done { .. } => Err(other()),
+                },
+            },
+            Ok(_) => Err(other()),
+            Err(error) => Err(InferError::Unavailable(format!(
+                "node {home}, the home of this idempotency key, cannot be asked now ({error}); \
+                 retry with the same key: it finds the job if {home} stored it"
+            ))),
+        }
     }
 
     /// Tells `owner` that its job `id` started running on `node` (best

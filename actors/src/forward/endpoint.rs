@@ -14,7 +14,7 @@ use crate::executor::{InferError, ServedModel, infer};
 use crate::forward::client::PeerClient;
 use crate::forward::messages::{ForwardMsg, group_of};
 use crate::forward::wire::{ForwardReply, ForwardRequest};
-use crate::job_owner::{MAX_JOB_ATTEMPTS, owner_of};
+use crate::job_owner::{JobDoor, MAX_JOB_ATTEMPTS, owner_of};
 use crate::llm::relay::Relay;
 
 /// This node's endpoint for forwarded requests.
@@ -32,6 +32,8 @@ pub(crate) struct ForwardArgs {
     pub(crate) peers: PeerClient,
     /// Language-model streams this node serves or reads.
     pub(crate) relay: Arc<Relay>,
+    /// The job service, for keyed submits whose home is this node.
+    pub(crate) jobs_door: JobDoor,
 }
 
 impl Actor for ForwardActor {
@@ -83,6 +85,13 @@ impl Actor for ForwardActor {
                 let _ = reply.send(state.relay.serve(&open));
             }
             ForwardMsg::LlmFrame(frame) => state.relay.frame(&frame),
+            ForwardMsg::SubmitJob(submit, reply) => {
+                let door = state.jobs_door.clone();
+                // Storing waits for a flush: not on the endpoint's turn.
+                tokio::spawn(async move {
+                    let _ = reply.send(door.take(&submit).await);
+                });
+            }
             ForwardMsg::JobStarted(id, node) => {
                 // Late or stale news (the attempt already ended, or another
                 // one runs) is refused by the state machine, as it should be.

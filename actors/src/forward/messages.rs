@@ -56,6 +56,11 @@ pub enum ForwardMsg {
     LlmOpen(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// A frame of a language-model stream (`llm::wire::Frame` bytes).
     LlmFrame(Vec<u8>),
+    /// Accept a job whose idempotency key has this node as its home
+    /// (`job_wire::KeyedSubmit` bytes); the reply is
+    /// `job_wire::SubmitAnswer` bytes.
+    #[rpc]
+    SubmitJob(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub enum PeerCall {
     LlmOpen(Vec<u8>),
     /// A frame of an open stream (`llm::wire::Frame` bytes; no answer).
     LlmFrame(Vec<u8>),
+    /// Accept a keyed job there, the key's home (`job_wire::KeyedSubmit`
+    /// bytes); the answer is `job_wire::SubmitAnswer` bytes.
+    SubmitJob(Vec<u8>),
 }
 
 /// What a peer answered.
@@ -103,6 +106,9 @@ async fn deliver(
             .map(|()| PeerAnswer::Done)
             .map_err(|_| PeerError::Failed(node.to_string())),
         PeerCall::LlmOpen(open) => rpc.call(|reply| ForwardMsg::LlmOpen(open, reply)).await.map(PeerAnswer::Bytes),
+        PeerCall::SubmitJob(submit) => {
+            rpc.call(|reply| ForwardMsg::SubmitJob(submit, reply)).await.map(PeerAnswer::Bytes)
+        }
         PeerCall::LlmFrame(frame) => endpoint
             .cast(ForwardMsg::LlmFrame(frame))
             .map(|()| PeerAnswer::Done)

@@ -8,12 +8,17 @@
 //! - `payload`: what a job asks for, as stored (a tensor or a
 //!   language-model request; pure).
 //! - `dispatch`: the task that carries the steps out for one job.
+//! - `home`: which member owns the job of an idempotency key (pure).
+//! - `intake`: storing a new job here, for clients or for the node that
+//!   sent its keyed submit to this node, the key's home.
 //! - this module: [`JobService`], accepting, reading and resuming jobs.
 //!
 //! A job id is `<owner>.<generation>-<seq>` in hex: node names never contain
 //! `.`, so any node can tell the owner from the id.
 
 mod dispatch;
+pub mod home;
+mod intake;
 pub mod payload;
 pub mod step;
 
@@ -22,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gpumesh_membership::ClusterView;
-use gpumesh_storage::jobs::{DurableJobs, Inserted, JobRecord, Retention, StateFilter};
+use gpumesh_storage::jobs::{DurableJobs, JobRecord, Retention, StateFilter};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -31,7 +36,10 @@ use crate::forward::ForwardReply;
 use crate::llm::LlmService;
 use crate::llm::request::LlmRequest;
 use crate::routing::service::RoutingService;
+use intake::Intake;
 use payload::Payload;
+
+pub use intake::JobDoor;
 
 pub use step::MAX_JOB_ATTEMPTS;
 
@@ -74,17 +82,14 @@ pub(crate) struct JobArgs {
     pub(crate) clock: Arc<dyn Clock>,
     /// Most jobs accepted here and not yet finished (`--max-active-jobs`).
     pub(crate) max_active: u64,
+    /// Opened here, so the forward endpoint can hand keyed submits in.
+    pub(crate) door: JobDoor,
 }
-
-/// Retry-After of a submit refused for too many active jobs.
-const TOO_MANY_JOBS_RETRY_MS: u64 = 1000;
 
 /// The jobs this node owns.
 pub struct JobService {
     owner: Arc<dispatch::Owner>,
-    max_active: u64,
-    prefix: String,
-    next_seq: AtomicU64,
+    intake: Arc<Intake>,
     /// Drops finished jobs and stale held results; stops with the service.
     _pruner: tokio_util::task::AbortOnDropHandle<()>,
 }
@@ -92,8 +97,7 @@ pub struct JobService {
 impl JobService {
     pub(crate) fn new(args: JobArgs) -> Self {
         let pruner = tokio::spawn(prune_periodically(args.store.clone(), args.retention, args.clock.clone()));
-        let prefix = format!("{}.{:x}-", args.me, args.generation);
-        let owner = dispatch::Owner {
+        let owner = Arc::new(dispatch::Owner {
             me: args.me,
             store: args.store,
             routing: args.routing,
@@ -101,18 +105,10 @@ impl JobService {
             view: args.view,
             clock: args.clock,
             active: AtomicU64::new(0),
-        };
-        Self {
-            owner: Arc::new(owner),
-            max_active: args.max_active,
-            prefix,
-            next_seq: AtomicU64::new(1),
-            _pruner: tokio_util::task::AbortOnDropHandle::new(pruner),
-        }
-    }
-
-    fn new_id(&self) -> String {
-        format!("{}{:x}", self.prefix, self.next_seq.fetch_add(1, Ordering::Relaxed))
+        });
+        let intake = Arc::new(Intake::new(owner.clone(), args.max_active, args.generation));
+        args.door.open(&intake);
+        Self { owner, intake, _pruner: tokio_util::task::AbortOnDropHandle::new(pruner) }
     }
 
     /// Accepts a job: returns once it is on disk (a new job, or the one
@@ -143,42 +139,19 @@ impl JobService {
         self.accept(Payload::Llm(request), idempotency_key).await
     }
 
-    /// Stores a new job (or finds the one of its key) and dispatches it. A
-    /// place among the `max_active` unfinished jobs is taken before the job
-    /// is written, so the cap holds under concurrent submits; beyond it a
-    /// new job is refused (429) while a repeated key still finds its job.
+    /// A job without a key is owned here; one with a key by the key's home
+    /// (`home`), which this node asks to accept it. When the home cannot be
+    /// asked the submit fails (503) rather than making a second job here:
+    /// a retry reaches the home, and its key finds the job it may have
+    /// stored meanwhile.
     async fn accept(&self, payload: Payload, idempotency_key: Option<String>) -> Result<JobRecord, InferError> {
-        if self.owner.active.fetch_add(1, Ordering::Relaxed) >= self.max_active {
-            self.owner.active.fetch_sub(1, Ordering::Relaxed);
-            return self
-                .existing(idempotency_key.as_deref())
-                .await?
-                .ok_or(InferError::TooManyJobs { active: self.max_active, retry_after_ms: TOO_MANY_JOBS_RETRY_MS });
+        let Some(key) = idempotency_key else { return self.intake.accept(payload, None).await };
+        let home = home::home(&key, &self.owner.view.borrow(), &self.owner.me);
+        if home == self.owner.me {
+            return self.intake.accept(payload, Some(key)).await;
         }
-        let model = payload.model().unwrap_or_default().to_string();
-        let now_ms = self.owner.clock.unix_ms();
-        let job = JobRecord::accepted(self.new_id(), model, payload.encode(), idempotency_key, now_ms);
-        let inserted = self.owner.store.submit(job).await;
-        if !matches!(inserted, Ok(Inserted::New(_))) {
-            self.owner.active.fetch_sub(1, Ordering::Relaxed);
-        }
-        match inserted.map_err(storage_error)? {
-            Inserted::New(job) => {
-                tokio::spawn(dispatch::run(self.owner.clone(), job.clone()));
-                Ok(job)
-            }
-            Inserted::Existing(job) => Ok(job),
-        }
-    }
-
-    /// The job already stored under `key`, once on disk.
-    async fn existing(&self, key: Option<&str>) -> Result<Option<JobRecord>, InferError> {
-        let Some(key) = key else { return Ok(None) };
-        let found = self.owner.store.store().by_key(key).map_err(storage_error)?;
-        if found.is_some() {
-            self.owner.store.wait_durable().await.map_err(storage_error)?;
-        }
-        Ok(found)
+        tracing::debug!(key = %key, home = %home, "sending a keyed job to its home");
+        self.owner.routing.peers().submit_job(&home, key, payload.encode()).await
     }
 
     /// Jobs accepted here and not yet finished.
