@@ -87,7 +87,12 @@ impl Draws {
         if let Some(llm) = &mut self.llm {
             return Some(match llm.next(&mut self.rng) {
                 Chat::Stream(body) => Send::Stream(body),
-                Chat::Job(body) => Send::LlmJob { body, key: format!("{}-chat{}", self.name, llm.count) },
+                // Keys stay unique across the node's restarts: a key sent
+                // again must carry the same request.
+                Chat::Job(body) => {
+                    let key = format!("{}-chat{}", self.name, self.ledger.next_value(self.index));
+                    Send::LlmJob { body, key }
+                }
             });
         }
         let value = self.ledger.next_value(self.index);

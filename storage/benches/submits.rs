@@ -44,7 +44,7 @@ fn main() {
                     tokio::spawn(async move {
                         let mut count = 0u64;
                         while started.elapsed() < RUN {
-                            jobs.submit(job(1 << 40 | worker << 24 | count)).await.expect("durable");
+                            jobs.submit(job(concurrency << 40 | worker << 24 | count)).await.expect("durable");
                             count += 1;
                         }
                         count

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::Error;
+use crate::jobs::state::JobState;
 
 fn open(dir: &std::path::Path) -> (sled::Db, SledJobStore) {
     let db = crate::reopen_sled(dir);
@@ -155,4 +157,79 @@ fn counts_by_state_and_recent_jobs_newest_first() {
     assert_eq!(store.count(JobState::Completed).expect("count"), 0);
     let recent: Vec<String> = store.recent(3).expect("recent").into_iter().map(|j| j.id).collect();
     assert_eq!(recent, ["n1.4", "n1.2", "n1.3"], "newest created first, whatever the state");
+}
+
+/// What a crash can leave of writes after the last flush, written straight
+/// into the trees: the store repairs it when it opens.
+#[test]
+fn opening_drops_half_written_jobs_and_rebuilds_the_indexes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (db, store) = open(dir.path());
+        store.insert(job("n1.acked", Some("k"), 10)).expect("insert");
+        store.insert(job("n1.orphan", None, 11)).expect("insert");
+        store.insert(job("n1.moved", None, 12)).expect("insert");
+        store.update("n1.moved", JobEvent::Dispatched { node: "c".into() }, 13, 3).expect("stored").expect("applies");
+        // A loser of the key's race that crashed before removing its record.
+        let loser = job("n1.loser", Some("k"), 14);
+        db.open_tree("job_request").expect("tree").insert("n1.loser", loser.request.as_slice()).expect("write");
+        db.open_tree("job_record").expect("tree").insert("n1.loser", sled_store_record(&loser)).expect("write");
+        // A request lost in the crash, its record kept.
+        db.open_tree("job_request").expect("tree").remove("n1.orphan").expect("write");
+        // The index write of a change lost, the record's kept.
+        let by_state = db.open_tree("job_by_state").expect("tree");
+        by_state.clear().expect("clear");
+        by_state.insert(b"\x00stale", &[]).expect("write");
+        // A key naming a job that is gone.
+        db.open_tree("job_idem").expect("tree").insert("gone", "n1.gone").expect("write");
+        store.flush().expect("flush");
+    }
+    let (db, store) = open(dir.path());
+    let active: Vec<(String, JobState)> =
+        store.recover().expect("recover").into_iter().map(|j| (j.id, j.state)).collect();
+    assert_eq!(active, vec![("n1.acked".into(), JobState::Accepted), ("n1.moved".into(), JobState::Dispatched)]);
+    assert_eq!(store.get("n1.orphan").expect("get"), None, "never acknowledged: dropped");
+    assert_eq!(store.get("n1.loser").expect("get"), None, "lost its key's race: dropped");
+    assert_eq!(store.by_key("k").expect("by key").map(|j| j.id).as_deref(), Some("n1.acked"));
+    assert_eq!(store.count(JobState::Accepted).expect("count"), 1);
+    assert_eq!(store.count(JobState::Dispatched).expect("count"), 1);
+    assert!(db.open_tree("job_idem").expect("tree").get("gone").expect("read").is_none());
+}
+
+fn sled_store_record(job: &JobRecord) -> Vec<u8> {
+    // Written the way the store writes it: taken from a store that holds it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, store) = open(dir.path());
+    store.insert(job.clone()).expect("insert");
+    db.open_tree("job_record").expect("tree").get(job.id.as_bytes()).expect("read").expect("record").to_vec()
+}
+
+#[test]
+fn a_store_of_the_layout_before_is_converted_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = crate::reopen_sled(dir.path());
+        let meta = |id: &str, state: &str, history: &str| {
+            format!(
+                r#"{{"id":"{id}","model":"tiny","state":"{state}","attempts":1,"node":"c","created_ms":10,"updated_ms":12,"idempotency_key":"k-{id}","error":null,"history":{history}}}"#
+            )
+        };
+        let done = JobRecord::accepted("n1.done".into(), "tiny".into(), vec![], None, 10);
+        let history = serde_json::to_string(&done.history).expect("history");
+        let trees = ["job_meta", "job_request", "job_outputs", "job_by_state", "job_idem"]
+            .map(|t| db.open_tree(t).expect("tree"));
+        trees[0].insert("n1.done", meta("n1.done", "completed", &history).as_bytes()).expect("write");
+        trees[0].insert("n1.todo", meta("n1.todo", "accepted", &history).as_bytes()).expect("write");
+        trees[1].insert("n1.done", &[1, 2][..]).expect("write");
+        trees[1].insert("n1.todo", &[3][..]).expect("write");
+        trees[2].insert("n1.done", &[9, 9][..]).expect("write");
+        trees[4].insert("k-n1.done", "n1.done").expect("write");
+        db.flush().expect("flush");
+    }
+    let (db, store) = open(dir.path());
+    let done = store.get("n1.done").expect("get").expect("converted");
+    assert_eq!((done.state, done.request, done.outputs), (JobState::Completed, vec![1, 2], Some(vec![9, 9])));
+    assert_eq!(store.recover().expect("recover").into_iter().map(|j| j.id).collect::<Vec<_>>(), ["n1.todo"]);
+    assert_eq!(store.by_key("k-n1.todo").expect("by key").map(|j| j.id).as_deref(), Some("n1.todo"), "key claimed");
+    assert!(!db.tree_names().iter().any(|name| name.as_ref() == b"job_meta"), "old trees dropped");
 }
