@@ -542,3 +542,107 @@ async fn submits_beyond_max_active_jobs_get_429_and_every_accepted_job_completes
     assert_eq!(after.status(), 202);
     eprintln!("measured: 20 concurrent submits with --max-active-jobs 8: 8 accepted (all completed), 12 refused 429");
 }
+
+/// A tmpfs of limited size at `parent/small`, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` where this process may not mount (it needs root).
+    fn mount(parent: &Path, size: &str) -> Option<Self> {
+        let path = parent.join("small");
+        std::fs::create_dir_all(&path).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(Self { path })
+    }
+
+    fn grow(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "remount {}", self.path.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_submits_with_503_and_loses_no_acknowledged_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let Some(disk) = SmallDisk::mount(path, "3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let secret = write_secret(path, "secret");
+    // Jobs that never finish: every acknowledged one stays active.
+    let echo = echo_registry(path, "echo", 60_000, 1_000_000);
+    let on_small_disk = |ports| {
+        TestNode::start(&NodeSpec {
+            name: Some("n1"),
+            dir: path,
+            data_dir_name: "small/n1",
+            secret: Some(&secret),
+            seeds: &[],
+            ports,
+            models: Some(&echo),
+        })
+    };
+    let mut n1 = on_small_disk(free_ports());
+    let client = reqwest::Client::new();
+    let url = n1.url.clone();
+    wait_until("n1 is ready", Duration::from_secs(10), || async {
+        (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    let body = |i: u32| json!({"model": "echo", "inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32", "data": vec![f64::from(i); 256]}]});
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for i in 0..50_000 {
+        let response = client.post(format!("{url}/jobs")).json(&body(i)).send().await.expect("the node answers");
+        if response.status() != 202 {
+            refusal = Some((response.status(), response.json::<Value>().await.expect("a JSON error")));
+            break;
+        }
+        let accepted: Value = response.json().await.expect("json");
+        acknowledged.push(accepted["job_id"].as_str().expect("id").to_string());
+    }
+    let (status, error) = refusal.expect("the 3 MB disk fills up");
+    assert_eq!(status, 503, "{error}");
+    let message = error["error"].as_str().expect("error message");
+    assert!(message.contains("disk of the data dir is full") && message.contains("restart"), "{message}");
+    assert!(acknowledged.len() > 100, "jobs were accepted before: {}", acknowledged.len());
+    // The node keeps serving and keeps refusing.
+    let live = client.get(format!("{url}/v2/health/live")).send().await.expect("live");
+    assert_eq!(live.status(), 200);
+    let again = client.post(format!("{url}/jobs")).json(&body(0)).send().await.expect("answers");
+    assert_eq!(again.status(), 503);
+    // Space freed, node restarted: every acknowledged job is there.
+    n1.kill9();
+    disk.grow("64m");
+    let n1 = on_small_disk(free_ports());
+    let url = n1.url.clone();
+    wait_until("n1 is ready again", Duration::from_secs(20), || async {
+        (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    let mut missing = Vec::new();
+    for id in &acknowledged {
+        if get(&client, &url, id).await.is_none_or(|job| job["state"] == "failed") {
+            missing.push(id);
+        }
+    }
+    assert!(missing.is_empty(), "{} of {} acknowledged jobs missing: {missing:?}", missing.len(), acknowledged.len());
+    eprintln!("measured: {} jobs acknowledged before the disk filled, all there after the restart", acknowledged.len());
+}

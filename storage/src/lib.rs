@@ -49,11 +49,22 @@ pub enum Error {
     #[error("data dir holds an invalid {what}; move the data dir aside and start again")]
     Corrupt { what: &'static str },
     #[error("storage failed: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
+    #[error("the disk of the data dir is full ({0})")]
+    DiskFull(String),
     #[error("job store transaction aborted: {0}")]
     Transaction(String),
     #[error("no job {0:?} in this store")]
     UnknownJob(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(error: sled::Error) -> Self {
+        match error {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Self::DiskFull(io.to_string()),
+            other => Self::Sled(other),
+        }
+    }
 }
 
 /// Result alias of the storage crate.

@@ -66,7 +66,10 @@ pub fn job_outputs(job: &JobRecord) -> Option<(String, InferResponse)> {
 }
 
 fn storage_error(error: gpumesh_storage::Error) -> InferError {
-    InferError::Unavailable(format!("the job store failed: {error}"))
+    InferError::Unavailable(format!(
+        "the job store failed: {error}; jobs already acknowledged are safe on disk: \
+         free space in the data dir if it is full and restart this node, and meanwhile submit at another node"
+    ))
 }
 
 /// What the job service works with.
