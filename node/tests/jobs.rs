@@ -55,12 +55,23 @@ async fn get(client: &reqwest::Client, url: &str, id: &str) -> Option<Value> {
     (response.status() == 200).then_some(response.json().await.ok()?)
 }
 
+/// Waits until job `id` completes; on timeout the panic shows the job as
+/// last read (state, history, node), so a stuck job explains itself.
 async fn wait_completed(client: &reqwest::Client, url: &str, id: &str, timeout: Duration) -> Value {
-    wait_until("the job completes", timeout, || async {
-        let job = get(client, url, id).await?;
-        (job["state"] == "completed").then_some(job)
-    })
-    .await
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        match get(client, url, id).await {
+            Some(job) if job["state"] == "completed" => return job,
+            Some(job) => last = Some(job),
+            None => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} did not complete within {timeout:?}; last read from {url}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// n1 owns jobs (no model), n2 serves `echo` (synthetic, `service_ms`).
