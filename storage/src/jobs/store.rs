@@ -6,6 +6,7 @@
 use crate::Result;
 use crate::jobs::state::{JobEvent, JobRecord, JobState, TransitionError};
 
+mod record;
 mod sled_store;
 
 pub use sled_store::SledJobStore;

@@ -30,129 +30,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
-use crate::jobs::state::{JobEvent, JobRecord, JobState, Step, TransitionError, apply};
+use crate::jobs::state::{JobEvent, JobRecord, JobState, TransitionError, apply};
+use crate::jobs::store::record::{Meta, decode_record, encode_record, index_key, job_of, parse_index_key, state_byte};
 use crate::jobs::store::{Inserted, JobStore, Retention, StateFilter};
 use crate::{Error, Result};
 
 /// Locks that serialise changes of one job (striped by id).
 const LOCKS: usize = 64;
-
-#[derive(Serialize, Deserialize)]
-struct Meta {
-    id: String,
-    model: String,
-    state: JobState,
-    attempts: u32,
-    node: Option<String>,
-    created_ms: u64,
-    updated_ms: u64,
-    idempotency_key: Option<String>,
-    error: Option<String>,
-    history: Vec<Step>,
-}
-
-fn meta_of(job: &JobRecord) -> Meta {
-    Meta {
-        id: job.id.clone(),
-        model: job.model.clone(),
-        state: job.state,
-        attempts: job.attempts,
-        node: job.node.clone(),
-        created_ms: job.created_ms,
-        updated_ms: job.updated_ms,
-        idempotency_key: job.idempotency_key.clone(),
-        error: job.error.clone(),
-        history: job.history.clone(),
-    }
-}
-
-fn job_of(meta: Meta, request: Vec<u8>, outputs: Option<Vec<u8>>) -> JobRecord {
-    JobRecord {
-        id: meta.id,
-        model: meta.model,
-        state: meta.state,
-        attempts: meta.attempts,
-        node: meta.node,
-        created_ms: meta.created_ms,
-        updated_ms: meta.updated_ms,
-        idempotency_key: meta.idempotency_key,
-        request,
-        outputs,
-        error: meta.error,
-        history: meta.history,
-    }
-}
-
-/// The first byte of a record.
-const RECORD_VERSION: u8 = 1;
-
-/// A record: version, metadata length (u32, big endian), metadata JSON,
-/// then 1 and the outputs, or 0.
-fn encode_record(job: &JobRecord) -> Result<Vec<u8>> {
-    let meta = serde_json::to_vec(&meta_of(job)).map_err(|_| Error::Corrupt { what: "job record" })?;
-    let meta_len = u32::try_from(meta.len()).map_err(|_| Error::Corrupt { what: "job record" })?;
-    let outputs = job.outputs.as_deref();
-    let mut bytes = Vec::with_capacity(6 + meta.len() + outputs.map_or(0, <[u8]>::len));
-    bytes.push(RECORD_VERSION);
-    bytes.extend(meta_len.to_be_bytes());
-    bytes.extend(meta);
-    match outputs {
-        Some(outputs) => {
-            bytes.push(1);
-            bytes.extend(outputs);
-        }
-        None => bytes.push(0),
-    }
-    Ok(bytes)
-}
-
-fn decode_record(bytes: &[u8]) -> Result<(Meta, Option<Vec<u8>>)> {
-    let corrupt = || Error::Corrupt { what: "job record" };
-    let (&version, rest) = bytes.split_first().ok_or_else(corrupt)?;
-    if version != RECORD_VERSION || rest.len() < 4 {
-        return Err(corrupt());
-    }
-    let (len, rest) = rest.split_at(4);
-    let len = u32::from_be_bytes(len.try_into().map_err(|_| corrupt())?) as usize;
-    if rest.len() < len + 1 {
-        return Err(corrupt());
-    }
-    let (meta, rest) = rest.split_at(len);
-    let meta: Meta = serde_json::from_slice(meta).map_err(|_| corrupt())?;
-    let outputs = match rest.split_first() {
-        Some((0, [])) => None,
-        Some((1, outputs)) => Some(outputs.to_vec()),
-        _ => return Err(corrupt()),
-    };
-    Ok((meta, outputs))
-}
-
-fn state_byte(state: JobState) -> u8 {
-    match state {
-        JobState::Accepted => 0,
-        JobState::Dispatched => 1,
-        JobState::Running => 2,
-        JobState::Completed => 3,
-        JobState::Failed => 4,
-    }
-}
-
-fn index_key(state: JobState, created_ms: u64, id: &str) -> Vec<u8> {
-    let mut key = vec![state_byte(state)];
-    key.extend(created_ms.to_be_bytes());
-    key.extend(id.as_bytes());
-    key
-}
-
-/// The created time and id an index key names.
-fn parse_index_key(key: &[u8]) -> Result<(u64, String)> {
-    let corrupt = || Error::Corrupt { what: "job index" };
-    let created = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(corrupt)?;
-    let id = key.get(9..).and_then(|b| String::from_utf8(b.to_vec()).ok()).ok_or_else(corrupt)?;
-    Ok((created, id))
-}
 
 /// The sled job store; clones share the trees and the locks.
 #[derive(Clone, Debug)]
