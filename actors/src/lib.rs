@@ -52,6 +52,8 @@ pub mod routing;
 mod supervisor;
 pub mod telemetry;
 pub mod tensor;
+#[cfg(test)]
+mod test_members;
 mod tls;
 mod view;
 

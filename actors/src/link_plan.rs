@@ -90,32 +90,12 @@ impl LinkPlanner {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, reason = "a test picks any instant as its start")]
 mod tests {
-    use gpumesh_membership::{MemberStatus, NodeInfo};
+    use gpumesh_membership::MemberStatus;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
     use super::*;
-
-    fn member(name: &str, status: MemberStatus, trusted: bool, is_self: bool) -> Member {
-        Member {
-            name: name.into(),
-            generation: 1,
-            gossip_addr: "127.0.0.1:1".parse().expect("addr"),
-            status,
-            age_ms: 0,
-            trusted,
-            is_self,
-            info: trusted.then(|| NodeInfo {
-                http_addr: "127.0.0.1:2".parse().expect("addr"),
-                cluster_addr: format!("127.0.0.1:{}", 3000 + name.len()).parse().expect("addr"),
-                version: "0".into(),
-                draining: false,
-                started_unix_ms: 0,
-            }),
-            load: None,
-            load_seq: 0,
-        }
-    }
+    use crate::test_members::member;
 
     fn view(members: Vec<Member>) -> ClusterView {
         ClusterView { self_name: "b".into(), members }

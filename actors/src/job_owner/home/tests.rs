@@ -1,26 +1,13 @@
-use gpumesh_membership::{ClusterView, Member, MemberStatus, NodeInfo};
+use gpumesh_membership::{ClusterView, Member, MemberStatus};
 
 use super::{home, rendezvous};
 
 fn member(name: &str, status: MemberStatus, trusted: bool, draining: bool) -> Member {
-    Member {
-        name: name.into(),
-        generation: 1,
-        gossip_addr: "127.0.0.1:1".parse().expect("addr"),
-        status,
-        age_ms: 0,
-        trusted,
-        is_self: name == "n1",
-        info: trusted.then(|| NodeInfo {
-            http_addr: "127.0.0.1:2".parse().expect("addr"),
-            cluster_addr: "127.0.0.1:3".parse().expect("addr"),
-            version: "0".into(),
-            draining,
-            started_unix_ms: 0,
-        }),
-        load: None,
-        load_seq: 0,
+    let mut member = crate::test_members::member(name, status, trusted, name == "n1");
+    if let Some(info) = &mut member.info {
+        info.draining = draining;
     }
+    member
 }
 
 fn view(members: Vec<Member>) -> ClusterView {

@@ -25,9 +25,11 @@
 //!   records. A record without its request was never acknowledged (both
 //!   were written before the flush its acknowledgement waited for) and is
 //!   dropped; a keyed job whose key names another job lost the key's race
-//!   and is dropped; the state index is rebuilt. Stores of the layout before
-//!   (`job_meta`, `job_outputs`) are converted on open.
+//!   and is dropped; the state index is brought in line with the records.
+//!   Stores of the layout before (`job_meta`, `job_outputs`) are converted
+//!   on open.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::jobs::state::{JobEvent, JobRecord, JobState, TransitionError, apply};
@@ -99,11 +101,12 @@ impl SledJobStore {
         Ok(())
     }
 
-    /// Drops what was never acknowledged, fixes the key index and rebuilds
-    /// the state index from the records.
+    /// Drops what was never acknowledged and brings both indexes in line
+    /// with the records. Only what a crash left wrong is written: after a
+    /// clean stop this reads every record and writes nothing.
     fn repair(&self) -> Result<()> {
         let mut dropped = 0usize;
-        self.by_state.clear()?;
+        let mut indexed = HashSet::new();
         for entry in &self.record {
             let (id, bytes) = entry?;
             let (meta, _) = decode_record(&bytes)?;
@@ -118,7 +121,17 @@ impl SledJobStore {
                 dropped += 1;
                 continue;
             }
-            self.by_state.insert(index_key(meta.state, meta.created_ms, &meta.id), &[])?;
+            let key = index_key(meta.state, meta.created_ms, &meta.id);
+            if !self.by_state.contains_key(&key)? {
+                self.by_state.insert(key.as_slice(), &[])?;
+            }
+            indexed.insert(key);
+        }
+        for key in self.by_state.iter().keys() {
+            let key = key?;
+            if !indexed.contains(key.as_ref()) {
+                self.by_state.remove(key)?;
+            }
         }
         for entry in &self.idem {
             let (key, id) = entry?;
@@ -156,8 +169,7 @@ impl SledJobStore {
         decode_record(&bytes).map(Some)
     }
 
-    /// The jobs the index lists under `states`, oldest first; an entry
-    /// whose record moved on (a change under way) is skipped.
+    /// The entries the index lists under `states`: created ms, id, state.
     fn indexed(&self, states: &[JobState]) -> Result<Vec<(u64, String, JobState)>> {
         let mut ids = Vec::new();
         for state in states {
@@ -169,8 +181,17 @@ impl SledJobStore {
         Ok(ids)
     }
 
-    fn current(&self, id: &str, state: JobState) -> Result<Option<JobRecord>> {
-        Ok(self.get(id)?.filter(|job| job.state == state))
+    /// The jobs of `entries`, in their order, at most `limit`; an entry
+    /// whose record has moved on (a change under way) is skipped.
+    fn load(&self, entries: Vec<(u64, String, JobState)>, limit: usize) -> Result<Vec<JobRecord>> {
+        let mut jobs = Vec::new();
+        for (_, id, state) in entries {
+            if jobs.len() >= limit {
+                break;
+            }
+            jobs.extend(self.get(&id)?.filter(|job| job.state == state));
+        }
+        Ok(jobs)
     }
 }
 
@@ -249,16 +270,9 @@ impl JobStore for SledJobStore {
             StateFilter::Completed => &[JobState::Completed],
             StateFilter::Failed => &[JobState::Failed],
         };
-        let mut ids = self.indexed(states)?;
-        ids.sort();
-        let mut jobs = Vec::new();
-        for (_, id, state) in ids {
-            if jobs.len() >= limit {
-                break;
-            }
-            jobs.extend(self.current(&id, state)?);
-        }
-        Ok(jobs)
+        let mut entries = self.indexed(states)?;
+        entries.sort();
+        self.load(entries, limit)
     }
 
     fn recover(&self) -> Result<Vec<JobRecord>> {
@@ -268,16 +282,9 @@ impl JobStore for SledJobStore {
     fn recent(&self, limit: usize) -> Result<Vec<JobRecord>> {
         let states =
             [JobState::Accepted, JobState::Dispatched, JobState::Running, JobState::Completed, JobState::Failed];
-        let mut ids = self.indexed(&states)?;
-        ids.sort_by(|a, b| b.cmp(a));
-        let mut jobs = Vec::new();
-        for (_, id, state) in ids {
-            if jobs.len() >= limit {
-                break;
-            }
-            jobs.extend(self.current(&id, state)?);
-        }
-        Ok(jobs)
+        let mut entries = self.indexed(&states)?;
+        entries.sort_by(|a, b| b.cmp(a));
+        self.load(entries, limit)
     }
 
     fn prune(&self, now_ms: u64, retention: Retention) -> Result<usize> {
