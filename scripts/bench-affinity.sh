@@ -28,7 +28,7 @@ start_cluster() { # affinity: true or false
     seed=(); [ "$n" -gt 1 ] && seed=(--seed 127.0.0.1:18401)
     rm -rf "$OUT/n$n"
     GPUMESH_LOG=warn "$GPUMESH" node --name "n$n" --data-dir "$OUT/n$n" --models "$OUT/n$n.toml" \
-      --http "127.0.0.1:1838$n" --gossip "127.0.0.1:1840$n" --cluster "127.0.0.1:1842$n" --prefix-affinity "$1" \
+      --http "127.0.0.1:1838$n" --grpc "127.0.0.1:1844$n" --gossip "127.0.0.1:1840$n" --cluster "127.0.0.1:1842$n" --prefix-affinity "$1" \
       "${seed[@]}" >"$OUT/n$n-affinity-$1.log" 2>&1 &
     CLUSTER+=($!); PIDS+=($!)
   done

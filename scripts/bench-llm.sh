@@ -19,7 +19,7 @@ write_registries
 for n in 1 2 3 4; do
   seed=(); [ "$n" -gt 1 ] && seed=(--seed 127.0.0.1:18201)
   GPUMESH_LOG=warn "$GPUMESH" node --name "n$n" --data-dir "$OUT/n$n" --models "$OUT/n$n.toml" \
-    --http "127.0.0.1:1818$n" --gossip "127.0.0.1:1820$n" --cluster "127.0.0.1:1822$n" "${seed[@]}" \
+    --http "127.0.0.1:1818$n" --grpc "127.0.0.1:1824$n" --gossip "127.0.0.1:1820$n" --cluster "127.0.0.1:1822$n" "${seed[@]}" \
     >"$OUT/n$n.log" 2>&1 &
   PIDS+=($!)
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the decoders that read client and peer bytes with cargo-fuzz
 # (libFuzzer, nightly Rust): the OIP JSON request, the binary tensor
-# extension, node-to-node messages and gossiped values.
+# extension, the gRPC ModelInferRequest,
+# node-to-node messages and gossiped values.
 #   scripts/fuzz.sh            every target for 10 minutes
 #   scripts/fuzz.sh 20 1       every target for 20 seconds from libFuzzer seed 1 (what CI runs)
 # A crash stops the script with the failing input under fuzz/artifacts/.
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-600}"
 # libFuzzer's random seed; 0 picks one (a fixed seed makes a run repeatable).
 FUZZ_SEED="${2:-0}"
-TARGETS="oip_request binary_extension cluster_message gossip_value"
+TARGETS="oip_request binary_extension grpc_request cluster_message gossip_value"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain (rustup toolchain install nightly); the decoders' property tests in the test suite still run" >&2

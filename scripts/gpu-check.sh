@@ -10,7 +10,7 @@ $bin keygen > "$d/secret"
 chmod 400 "$d/secret"
 printf '[[model]]\nname = "echo"\nkind = "synthetic"\nservice_time_ms = 1\nmax_batch_size = 64\n' > "$d/echo.toml"
 $bin node --models "$d/echo.toml" --name h100 --data-dir "$d/data" --secret-file "$d/secret" \
-  --http 127.0.0.1:18080 --gossip 127.0.0.1:17946 --cluster 127.0.0.1:17947 > "$d/log" 2>&1 &
+  --http 127.0.0.1:18080 --grpc 127.0.0.1:18001 --gossip 127.0.0.1:17946 --cluster 127.0.0.1:17947 > "$d/log" 2>&1 &
 pid=$!
 # Ready within 10 s, then until the node publishes its GPUs (10 s at most).
 for _ in $(seq 1 50); do curl -sf http://127.0.0.1:18080/v2/health/ready >/dev/null && break; sleep 0.2; done

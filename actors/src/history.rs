@@ -97,6 +97,7 @@ mod tests {
             status: MemberStatus::Alive,
             age_ms: 0,
             trusted,
+            forged: false,
             is_self: false,
             info: None,
             load: Some(LoadSummary {

@@ -59,6 +59,7 @@ mod view;
 
 pub use clock::{Clock, SystemClock};
 pub use env::{JobStorage, NodeEnv, ProbeFactory};
+pub use executor::statistics::{ModelStatisticsDoc, StatDuration};
 pub use executor::{InferError, InferRequest, InferResponse, MetadataDoc, ModelMetadata, ServedModel, TensorMeta};
 pub use hardware::{HardwareProbe, HardwareSample, SystemProbe};
 pub use job_owner::JobService;

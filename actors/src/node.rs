@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::env::{JobStorage, NodeEnv};
+use crate::executor::statistics::ModelStatisticsDoc;
 use crate::executor::{ExecutorArgs, InferError, InferRequest, InferResponse, MetadataDoc, ServedModel, load_models};
 use crate::forward::client::PeerClient;
 use crate::forward::endpoint::ForwardArgs;
@@ -453,6 +454,17 @@ impl NodeHandle {
     /// live trusted node whose gossip lists it.
     pub async fn model_metadata(&self, model: &str) -> Option<MetadataDoc> {
         self.routing.metadata(model).await
+    }
+
+    /// Triton's statistics of `model` (every tensor model when `None`),
+    /// summed over the nodes that serve it (see `routing::catalog`).
+    pub async fn model_statistics(&self, model: Option<&str>) -> Vec<ModelStatisticsDoc> {
+        self.routing.statistics(model).await
+    }
+
+    /// The tensor models of the cluster, by name.
+    pub fn model_names(&self) -> BTreeSet<String> {
+        self.routing.model_names()
     }
 
     /// The language models of the cluster, as this node serves them.

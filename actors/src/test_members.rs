@@ -12,6 +12,7 @@ pub(crate) fn member(name: &str, status: MemberStatus, trusted: bool, is_self: b
         status,
         age_ms: 0,
         trusted,
+        forged: false,
         is_self,
         info: trusted.then(|| NodeInfo {
             http_addr: "127.0.0.1:2".parse().expect("addr"),

@@ -91,8 +91,11 @@ fn log_event(event: &MembershipEvent) {
         MembershipEvent::StatusChanged { name, to, .. } if *to != gpumesh_membership::MemberStatus::Alive => {
             tracing::warn!(node = %name, status = to.as_str(), "member {}", to.as_str());
         }
+        MembershipEvent::Forged { name } => {
+            tracing::warn!(node = %name, "member's gossip state is signed with another cluster secret (or none): it gets no work and no link; give it this cluster's --secret-file");
+        }
         MembershipEvent::TrustChanged { name, trusted: false } => {
-            tracing::warn!(node = %name, "member is not trusted: its gossip state does not carry a valid signature (wrong or missing cluster secret?)");
+            tracing::info!(node = %name, "member not trusted until its signed state arrives");
         }
         _ => tracing::info!(event = %event, "membership changed"),
     }

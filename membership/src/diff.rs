@@ -10,12 +10,35 @@ use crate::{ClusterView, Member, MemberStatus};
 /// One change between two cluster views.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipEvent {
-    Joined { name: String, generation: u64, status: MemberStatus },
-    Restarted { name: String, generation: u64 },
-    StatusChanged { name: String, from: MemberStatus, to: MemberStatus },
-    TrustChanged { name: String, trusted: bool },
-    DrainingChanged { name: String, draining: bool },
-    Removed { name: String },
+    Joined {
+        name: String,
+        generation: u64,
+        status: MemberStatus,
+    },
+    Restarted {
+        name: String,
+        generation: u64,
+    },
+    StatusChanged {
+        name: String,
+        from: MemberStatus,
+        to: MemberStatus,
+    },
+    TrustChanged {
+        name: String,
+        trusted: bool,
+    },
+    /// Its state started to carry signatures that do not verify.
+    Forged {
+        name: String,
+    },
+    DrainingChanged {
+        name: String,
+        draining: bool,
+    },
+    Removed {
+        name: String,
+    },
 }
 
 impl fmt::Display for MembershipEvent {
@@ -29,6 +52,7 @@ impl fmt::Display for MembershipEvent {
                 write!(f, "status {name} {}->{}", from.as_str(), to.as_str())
             }
             Self::TrustChanged { name, trusted } => write!(f, "trusted {name} {trusted}"),
+            Self::Forged { name } => write!(f, "forged {name}"),
             Self::DrainingChanged { name, draining } => write!(f, "draining {name} {draining}"),
             Self::Removed { name } => write!(f, "removed {name}"),
         }
@@ -45,7 +69,14 @@ pub fn diff_views(prev: &ClusterView, next: &ClusterView) -> Vec<MembershipEvent
     for member in &next.members {
         let name = member.name.clone();
         let Some(old) = prev.member(&member.name) else {
-            events.push(MembershipEvent::Joined { name, generation: member.generation, status: member.status });
+            events.push(MembershipEvent::Joined {
+                name: name.clone(),
+                generation: member.generation,
+                status: member.status,
+            });
+            if member.forged {
+                events.push(MembershipEvent::Forged { name });
+            }
             continue;
         };
         if member.generation != old.generation {
@@ -56,6 +87,9 @@ pub fn diff_views(prev: &ClusterView, next: &ClusterView) -> Vec<MembershipEvent
         }
         if member.trusted != old.trusted {
             events.push(MembershipEvent::TrustChanged { name: name.clone(), trusted: member.trusted });
+        }
+        if member.forged && !old.forged {
+            events.push(MembershipEvent::Forged { name: name.clone() });
         }
         if draining(member) != draining(old) {
             events.push(MembershipEvent::DrainingChanged { name, draining: draining(member) });
@@ -81,6 +115,7 @@ mod tests {
             status,
             age_ms: 0,
             trusted,
+            forged: false,
             is_self: false,
             info: None,
             load: None,
@@ -108,6 +143,30 @@ mod tests {
                 "removed c",
             ]
         );
+    }
+
+    #[test]
+    fn a_forged_state_is_reported_once_and_a_restart_without_state_is_not_forged() {
+        use MemberStatus::*;
+        let prev = view(vec![member("a", 1, Alive, true), member("b", 1, Alive, true)]);
+        let mut forged = member("b", 1, Alive, false);
+        forged.forged = true;
+        let mut stranger = member("x", 1, Alive, false);
+        stranger.forged = true;
+        let next = view(vec![member("a", 2, Alive, false), forged, stranger]);
+        let events: Vec<String> = diff_views(&prev, &next).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            events,
+            [
+                "restarted a generation=2",
+                "trusted a false",
+                "trusted b false",
+                "forged b",
+                "joined x generation=1 status=alive",
+                "forged x",
+            ]
+        );
+        assert!(diff_views(&next, &next).is_empty(), "still forged is not news");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct Member {
     pub age_ms: u64,
     /// The member's `info` value carries a valid signature.
     pub trusted: bool,
+    /// Some of its gossip state carries a signature this cluster's key
+    /// does not verify: it runs with another secret (or none). A member
+    /// whose signed state has not arrived yet is untrusted, not forged.
+    pub forged: bool,
     pub is_self: bool,
     /// Verified addresses and lifecycle; `None` unless trusted.
     pub info: Option<NodeInfo>,
@@ -206,6 +210,7 @@ fn typed_member(
     let info_ok = matches!(info, Verdict::Valid(_));
     let load_ok = !matches!(load, Verdict::Invalid);
     let trusted = info_ok && load_ok;
+    let forged = matches!(info, Verdict::Invalid) || matches!(load, Verdict::Invalid);
     let load_seq = seen.load.as_ref().filter(|_| trusted).map_or(0, |accepted| accepted.seq);
     Member {
         name: raw.name,
@@ -214,6 +219,7 @@ fn typed_member(
         status,
         age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
         trusted,
+        forged,
         is_self,
         info: if trusted { info.into_value() } else { None },
         load: if trusted { load.into_value() } else { None },

@@ -53,6 +53,8 @@ pub(crate) struct DemoArgs {
 struct DemoNode {
     name: String,
     url: String,
+    /// The KServe v2 / Triton gRPC address.
+    grpc: String,
     log: PathBuf,
     child: Child,
 }
@@ -137,7 +139,9 @@ fn demo_registry(args: &DemoArgs, name: &str, engine_port: u16) -> anyhow::Resul
 fn spawn_nodes(args: &DemoArgs, secret: &Path) -> anyhow::Result<Vec<DemoNode>> {
     let exe = std::env::current_exe().context("cannot find the gpumesh executable")?;
     let ports = free_ports(args.nodes)?;
+    // Engines and gRPC take the HTTP port of another set.
     let engine_ports: Vec<u16> = free_ports(args.nodes)?.into_iter().map(|(http, _, _)| http).collect();
+    let grpc_ports: Vec<u16> = free_ports(args.nodes)?.into_iter().map(|(http, _, _)| http).collect();
     let seed = format!("127.0.0.1:{}", ports[0].1);
     let mut nodes = Vec::new();
     for (index, (http, gossip, cluster)) in ports.into_iter().enumerate() {
@@ -150,6 +154,7 @@ fn spawn_nodes(args: &DemoArgs, secret: &Path) -> anyhow::Result<Vec<DemoNode>> 
             .arg("node")
             .args(["--name", &name])
             .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--grpc", &format!("127.0.0.1:{}", grpc_ports[index])])
             .args(["--gossip", &format!("127.0.0.1:{gossip}")])
             .args(["--cluster", &format!("127.0.0.1:{cluster}")])
             .arg("--data-dir")
@@ -167,7 +172,8 @@ fn spawn_nodes(args: &DemoArgs, secret: &Path) -> anyhow::Result<Vec<DemoNode>> 
             command.args(["--seed", &seed]);
         }
         let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
-        nodes.push(DemoNode { name, url: format!("http://127.0.0.1:{http}"), log, child });
+        let grpc = format!("127.0.0.1:{}", grpc_ports[index]);
+        nodes.push(DemoNode { name, url: format!("http://127.0.0.1:{http}"), grpc, log, child });
     }
     Ok(nodes)
 }
@@ -332,7 +338,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("\nstatus pages:");
     for node in &nodes {
-        println!("  {:<8} {}/   (logs: {})", node.name, node.url, node.log.display());
+        println!("  {:<8} {}/   (gRPC {}, logs: {})", node.name, node.url, node.grpc, node.log.display());
     }
     println!("\ntry: gpumesh status --node {}\npress Ctrl-C to stop the cluster", nodes[0].url);
     let exited = wait_until_stopped(&mut nodes).await?;

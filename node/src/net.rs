@@ -13,9 +13,9 @@ fn in_use(flag: &str, addr: SocketAddr, error: &std::io::Error) -> anyhow::Error
     }
 }
 
-/// Binds the HTTP listener (kept: it serves the API).
-pub(crate) async fn bind_http(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|error| in_use("--http", addr, &error))
+/// Binds the listener of a client API (`--http`, `--grpc`), kept to serve it.
+pub(crate) async fn bind_api(flag: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|error| in_use(flag, addr, &error))
 }
 
 /// Fails when the gossip UDP port cannot be bound.

@@ -8,7 +8,7 @@ use gpumesh_actors::{NodeConfig, NodeEnv, start_node};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
-use crate::net::{advertised, bind_http, check_tcp, check_udp};
+use crate::net::{advertised, bind_api, check_tcp, check_udp};
 use crate::settings::NodeSettings;
 
 /// Load is published at most this often; routing decisions read it, so it
@@ -86,11 +86,16 @@ async fn recv(signal: Option<&mut Signal>) {
 /// Runs a node until a signal stops it.
 pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let mut signals = StopSignals::watch();
-    let http = bind_http(settings.http_listen).await.map_err(usage)?;
+    let http = bind_api("--http", settings.http_listen).await.map_err(usage)?;
+    let grpc = match settings.grpc_listen {
+        Some(addr) => Some(bind_api("--grpc", addr).await.map_err(usage)?),
+        None => None,
+    };
     check_udp("--gossip", settings.gossip_listen).map_err(usage)?;
     check_tcp("--cluster", settings.cluster_listen).map_err(usage)?;
     let host = settings.advertise_host.as_deref();
     let http_listen = http.local_addr()?;
+    let grpc_listen = grpc.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let config = NodeConfig {
         requested_name: settings.name.clone(),
         data_dir: settings.data_dir.clone(),
@@ -124,6 +129,7 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         node = %node.name(),
         generation = node.generation(),
         http = %http_listen,
+        grpc = %grpc_listen.map_or_else(|| "off".to_string(), |addr| addr.to_string()),
         gossip = %settings.gossip_listen,
         cluster = %settings.cluster_listen,
         "node ready"
@@ -135,6 +141,13 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let mut server = tokio::spawn(gpumesh_web::serve(http, node.clone(), settings.http.clone(), async {
         let _ = http_stopped.await;
     }));
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let grpc_server = grpc.map(|listener| {
+        let tls = settings.grpc_tls.clone();
+        tokio::spawn(gpumesh_web::serve_grpc(listener, node.clone(), settings.http.clone(), tls, async {
+            let _ = grpc_stopped.await;
+        }))
+    });
     let reason = tokio::select! {
         signal = signals.next() => signal,
         result = &mut server => {
@@ -153,6 +166,12 @@ pub(crate) async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     // Give gossip a few rounds to carry the draining flag to peers.
     tokio::time::sleep(settings.gossip_interval * DRAIN_GOSSIP_ROUNDS).await;
     let _ = stop_http.send(());
+    let _ = stop_grpc.send(());
+    if let Some(grpc_server) = grpc_server
+        && let Err(error) = grpc_server.await
+    {
+        tracing::warn!(%error, "grpc server task failed");
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "http server stopped with an error"),

@@ -12,6 +12,7 @@ use gpumesh_membership::ClusterSecret;
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+const DEFAULT_GRPC: &str = "127.0.0.1:8001";
 const DEFAULT_GOSSIP: &str = "127.0.0.1:7946";
 const DEFAULT_CLUSTER: &str = "127.0.0.1:7947";
 const DEFAULT_DATA_DIR: &str = "./gpumesh-data";
@@ -33,6 +34,9 @@ pub(crate) struct NodeArgs {
     /// HTTP API and status page address [default: 127.0.0.1:8080].
     #[arg(long, env = "GPUMESH_HTTP", value_name = "HOST:PORT")]
     pub(crate) http: Option<String>,
+    /// KServe v2 / Triton gRPC address, or "off" [default: 127.0.0.1:8001].
+    #[arg(long, env = "GPUMESH_GRPC", value_name = "HOST:PORT")]
+    pub(crate) grpc: Option<String>,
     /// Gossip (UDP) address [default: 127.0.0.1:7946].
     #[arg(long, env = "GPUMESH_GOSSIP", value_name = "HOST:PORT")]
     pub(crate) gossip: Option<String>,
@@ -97,6 +101,12 @@ pub(crate) struct NodeArgs {
     /// PEM certificate of the CA that signs every node's link certificate.
     #[arg(long, env = "GPUMESH_CLUSTER_CA", value_name = "FILE")]
     pub(crate) cluster_ca: Option<PathBuf>,
+    /// PEM certificate the gRPC server presents (TLS on --grpc) [default: plain gRPC].
+    #[arg(long, env = "GPUMESH_GRPC_TLS_CERT", value_name = "FILE")]
+    pub(crate) grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, env = "GPUMESH_GRPC_TLS_KEY", value_name = "FILE")]
+    pub(crate) grpc_tls_key: Option<PathBuf>,
     /// Seconds a client connection may stay silent both ways before it is closed [default: 120].
     #[arg(long, env = "GPUMESH_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub(crate) idle_timeout_secs: Option<u64>,
@@ -119,6 +129,9 @@ pub(crate) struct NodeArgs {
 pub(crate) struct NodeSettings {
     pub(crate) name: Option<String>,
     pub(crate) http_listen: SocketAddr,
+    /// `None`: no gRPC (`--grpc off`).
+    pub(crate) grpc_listen: Option<SocketAddr>,
+    pub(crate) grpc_tls: Option<gpumesh_web::GrpcTls>,
     pub(crate) gossip_listen: SocketAddr,
     pub(crate) cluster_listen: SocketAddr,
     pub(crate) advertise_host: Option<String>,
@@ -148,6 +161,7 @@ impl NodeArgs {
             gpumesh_membership::NodeName::new(name.as_str())?;
         }
         let (http_listen, gossip_listen, cluster_listen) = args.listen_addresses()?;
+        let grpc_listen = args.grpc_address()?;
         for seed in &args.seeds {
             validate_seed(seed)?;
         }
@@ -177,6 +191,7 @@ impl NodeArgs {
             1..=100_000_000,
         )?;
         let cluster_tls = resolve_tls(args.cluster_tls_cert, args.cluster_tls_key, args.cluster_ca)?;
+        let grpc_tls = resolve_grpc_tls(args.grpc_tls_cert, args.grpc_tls_key)?;
         let models = match crate::models::registry_path(args.models.as_deref()) {
             Some(path) => crate::models::load_registry(&path)?,
             None => {
@@ -188,6 +203,8 @@ impl NodeArgs {
         };
         Ok(NodeSettings {
             http_listen,
+            grpc_listen,
+            grpc_tls,
             gossip_listen,
             cluster_listen,
             secret,
@@ -246,6 +263,21 @@ impl NodeArgs {
         Ok((http_listen, gossip_listen, cluster_listen))
     }
 
+    /// The gRPC listen address; `None` for "off".
+    fn grpc_address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let text = self.grpc.as_deref().unwrap_or(DEFAULT_GRPC);
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let addr = parse_addr("--grpc", text)?;
+        if self.advertise_host.is_none() && addr.ip().is_unspecified() {
+            bail!(
+                "{addr} listens on every interface; set --advertise-host to the address other nodes use to reach this machine"
+            );
+        }
+        Ok(Some(addr))
+    }
+
     /// Tokens, request limits and connection bounds of the HTTP API.
     fn http_options(&self) -> anyhow::Result<gpumesh_web::HttpOptions> {
         let tokens = match &self.api_token_file {
@@ -290,6 +322,18 @@ impl NodeArgs {
             header_timeout: Duration::from_secs(header_timeout_secs),
             min_body_rate,
         })
+    }
+}
+
+/// TLS for gRPC: certificate and key together, or neither.
+fn resolve_grpc_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option<gpumesh_web::GrpcTls>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            read_private(&key, "--grpc-tls-key", "give the PEM private key of --grpc-tls-cert")?;
+            gpumesh_web::GrpcTls::from_pem_files(&cert, &key).map(Some).map_err(anyhow::Error::msg)
+        }
+        _ => bail!("TLS for gRPC needs --grpc-tls-cert and --grpc-tls-key together"),
     }
 }
 
@@ -426,7 +470,7 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(
             &path,
-            "name = \"from-file\"\nhttp = \"127.0.0.1:9000\"\ngossip_interval_ms = 50\nseed = [\"127.0.0.1:1234\"]\njob_retention_secs = 60\nmax_forward_attempts = 5\nmax_inputs = 9\npolicy = \"random\"\n",
+            "name = \"from-file\"\nhttp = \"127.0.0.1:9000\"\ngrpc = \"127.0.0.1:9001\"\ngossip_interval_ms = 50\nseed = [\"127.0.0.1:1234\"]\njob_retention_secs = 60\nmax_forward_attempts = 5\nmax_inputs = 9\npolicy = \"random\"\n",
         )
         .expect("write");
         let args = NodeArgs {
@@ -441,11 +485,27 @@ mod tests {
         assert_eq!(settings.policy, gpumesh_actors::Policy::LeastQueue, "the flag wins over the file");
         assert_eq!(settings.name.as_deref(), Some("from-flag"));
         assert_eq!(settings.http_listen.port(), 9000);
+        assert_eq!(settings.grpc_listen.map(|addr| addr.port()), Some(9001));
         assert_eq!(settings.gossip_interval, Duration::from_millis(50));
         assert_eq!(settings.seeds, vec!["127.0.0.1:1234".to_string()]);
         assert_eq!(settings.cluster_listen.port(), 7947, "default applies");
         assert_eq!(settings.job_retention.max_age_ms, 60_000);
         assert_eq!(settings.job_retention.max_finished, 100_000, "default applies");
+    }
+
+    #[test]
+    fn grpc_listens_on_8001_unless_moved_or_off() {
+        let default = NodeArgs::default().resolve().expect("valid");
+        assert_eq!(default.grpc_listen, Some("127.0.0.1:8001".parse().expect("addr")));
+        let off = NodeArgs { grpc: Some("off".into()), ..NodeArgs::default() }.resolve().expect("valid");
+        assert_eq!(off.grpc_listen, None);
+        let bad = NodeArgs { grpc: Some("nonsense".into()), ..NodeArgs::default() }.resolve().expect_err("bad");
+        assert!(bad.to_string().contains("--grpc"), "{bad}");
+        let open = NodeArgs { grpc: Some("0.0.0.0:8001".into()), ..NodeArgs::default() }.resolve().expect_err("open");
+        assert!(open.to_string().contains("--advertise-host"), "{open}");
+        let half =
+            NodeArgs { grpc_tls_cert: Some("cert.pem".into()), ..NodeArgs::default() }.resolve().expect_err("tls");
+        assert!(half.to_string().contains("--grpc-tls-cert and --grpc-tls-key together"), "{half}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ fn assert_usage_error(output: &Output, needle: &str) {
 }
 
 fn node_args<'a>(dir: &'a str, http: &'a str, gossip: &'a str, cluster: &'a str) -> Vec<&'a str> {
-    vec!["node", "--data-dir", dir, "--http", http, "--gossip", gossip, "--cluster", cluster]
+    vec!["node", "--data-dir", dir, "--http", http, "--grpc", "127.0.0.1:0", "--gossip", gossip, "--cluster", cluster]
 }
 
 #[test]

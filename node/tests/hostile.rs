@@ -625,5 +625,13 @@ async fn an_intruder_with_another_secret_gets_no_work_and_cannot_steer_routing()
     );
     assert_eq!(view.totals.nodes_alive, 2);
     assert!(intruder.is_running());
+    // The operator is told why, in words that name the fix.
+    let log = nodes[0].log_text();
+    let warned = log.lines().any(|l| l.contains("signed with another cluster secret") && l.contains("node=intruder"));
+    assert!(
+        warned,
+        "n1 warns about the intruder's secret:\n{}",
+        log.lines().filter(|l| l.contains("intruder")).collect::<Vec<_>>().join("\n")
+    );
     eprintln!("measured: 30 requests ran on {ran_on:?}; the intruder got none");
 }

@@ -9,20 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::engine::{python, repo};
 use common::{TestNode, free_ports, wait_until};
 use serde_json::{Value, json};
 
 const TOLERANCE: f64 = 1e-5;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
-}
-
-fn python() -> PathBuf {
-    let python = repo().join(".venv/bin/python");
-    assert!(python.is_file(), "{} missing: run scripts/setup.sh first", python.display());
-    python
-}
 
 /// Runs a Python snippet in the .venv and parses what it prints as JSON.
 fn python_json(script: &str) -> Value {
@@ -442,7 +433,7 @@ fn missing_onnx_runtime_is_one_sentence_not_a_panic() {
         .args(["node", "--data-dir", "data", "--models"])
         .arg(&registry)
         .args(["--http", &format!("127.0.0.1:{http}"), "--gossip", &format!("127.0.0.1:{gossip}")])
-        .args(["--cluster", &format!("127.0.0.1:{cluster}")])
+        .args(["--cluster", &format!("127.0.0.1:{cluster}"), "--grpc", "127.0.0.1:0"])
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr);

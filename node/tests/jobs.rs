@@ -487,11 +487,7 @@ async fn solo(path: &Path, service_ms: u32, args: &[&str]) -> (TestNode, reqwest
     };
     let n1 = TestNode::start_with(&spec, args);
     let client = reqwest::Client::new();
-    let url = n1.url.clone();
-    wait_until("n1 is ready", Duration::from_secs(10), || async {
-        (client.get(format!("{url}/v2/health/ready")).send().await.ok()?.status() == 200).then_some(())
-    })
-    .await;
+    common::wait_ready(&client, &n1.url, Duration::from_secs(10)).await;
     (n1, client)
 }
 

@@ -9,25 +9,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{NodeSpec, TestNode, fetch_view, free_ports, wait_until};
+use common::{TestNode, fetch_view, start_echo, wait_until};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-fn start(dir: &std::path::Path, name: &str, args: &[&str]) -> TestNode {
-    let registry = dir.join("models.toml");
-    std::fs::write(&registry, common::ECHO_REGISTRY).expect("registry");
-    let spec = NodeSpec {
-        name: Some(name),
-        dir,
-        data_dir_name: name,
-        secret: None,
-        seeds: &[],
-        ports: free_ports(),
-        models: Some(&registry),
-    };
-    TestNode::start_with(&spec, args)
-}
 
 fn address(node: &TestNode) -> SocketAddr {
     node.url.trim_start_matches("http://").parse().expect("address")
@@ -67,7 +52,7 @@ async fn served_at_once(client: &reqwest::Client, node: &TestNode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dripped_headers_and_bodies_are_cut_within_their_bounds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = start(dir.path(), "drips", &["--header-timeout-secs", "2", "--min-body-rate", "100"]);
+    let node = start_echo(dir.path(), "drips", &["--header-timeout-secs", "2", "--min-body-rate", "100"]);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
     wait_until("the node answers", Duration::from_secs(10), || fetch_view(&client, &node.url)).await;
     let at = address(&node);
@@ -98,7 +83,7 @@ async fn dripped_headers_and_bodies_are_cut_within_their_bounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_holding_two_thousand_connections_does_not_keep_another_out() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = start(dir.path(), "greedy", &["--max-client-connections", "64"]);
+    let node = start_echo(dir.path(), "greedy", &["--max-client-connections", "64"]);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
     wait_until("the node answers", Duration::from_secs(10), || fetch_view(&client, &node.url)).await;
     let at = address(&node);

@@ -136,6 +136,7 @@ fn synthetic_member(index: usize, self_name: &str) -> Member {
         is_self: name == self_name,
         status: [MemberStatus::Alive, MemberStatus::Alive, MemberStatus::Alive, MemberStatus::Suspect][index % 4],
         trusted: index % 25 != 7,
+        forged: false,
         age_ms: (index as u64 * 53) % 900,
         generation: 1,
         gossip_addr: format!("10.0.0.{}:{port}", index % 250).parse().expect("addr"),

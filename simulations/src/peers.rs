@@ -106,6 +106,7 @@ fn kind(call: &PeerCall) -> &'static str {
     match call {
         PeerCall::Infer(_) => "infer",
         PeerCall::Metadata(_) => "metadata",
+        PeerCall::Statistics(_) => "statistics",
         PeerCall::JobStatus(_) => "job",
         PeerCall::HeldResult(_) => "held",
         PeerCall::ReleaseResult(_) => "release",

@@ -5,6 +5,9 @@
 //!   and `GET /cluster/decisions`, the recent routing decisions.
 //! - `health`: `GET /v2/health/live` and `/v2/health/ready`.
 //! - `oip`: the Open Inference Protocol v2 endpoints (metadata, infer).
+//! - `triton`: Triton's model configuration, statistics and repository
+//!   index, for the HTTP and gRPC faces.
+//! - `grpc`: the KServe v2 / Triton gRPC server (tonic), `serve_grpc`.
 //! - `openai`: the OpenAI API for the cluster's language models (`/v1`).
 //! - `jobs`: the durable jobs API.
 //! - `page`: `GET /`, the live status page, and `GET /events`, the
@@ -17,12 +20,13 @@
 //!
 //! May depend on gpumesh-actors (the node handle and the request types),
 //! gpumesh-membership (view types) and gpumesh-storage (job records), not
-//! on node or simulations. axum is used only here.
+//! on node or simulations. axum and tonic are used only here.
 
 mod auth;
 mod body_rate;
 mod cluster;
 mod error;
+mod grpc;
 mod health;
 mod jobs;
 mod limits;
@@ -32,6 +36,7 @@ mod oip;
 mod openai;
 mod page;
 mod server;
+mod triton;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +50,7 @@ pub use auth::ApiTokens;
 pub use body_rate::BODY_GRACE;
 pub use cluster::{ClusterResponse, cluster_response};
 pub use error::ApiError;
+pub use grpc::{GrpcTls, serve_grpc};
 pub use limits::{
     DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MIN_BODY_RATE, HttpOptions, Limits,
@@ -58,6 +64,11 @@ pub mod fuzzing {
     /// `header_len` is given) as `POST /v2/models/{model}/infer` does.
     pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> Result<(), crate::DecodeError> {
         crate::oip::decode_with_default_limits(body, header_len)
+    }
+
+    /// Decodes a protobuf `ModelInferRequest` as gRPC `ModelInfer` does.
+    pub fn decode_grpc_infer_request(message: &[u8]) -> Result<(), String> {
+        crate::grpc::decode_message(message)
     }
 }
 
@@ -85,6 +96,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
         .route("/v2", get(oip::server_metadata))
+        .route("/v2/models/stats", get(triton::get_all_stats))
+        .route("/v2/models/{model}/config", get(triton::get_config))
+        .route("/v2/models/{model}/stats", get(triton::get_stats))
+        .route("/v2/models/{model}/versions/{version}/config", get(triton::get_config_versioned))
+        .route("/v2/models/{model}/versions/{version}/stats", get(triton::get_stats_versioned))
+        .route("/v2/repository/index", post(triton::post_index))
         .route("/v2/models/{model}", get(oip::model_metadata))
         .route("/v2/models/{model}/ready", get(oip::model_ready))
         .route("/v2/models/{model}/infer", post(oip::infer))

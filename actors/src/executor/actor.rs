@@ -110,6 +110,7 @@ fn enqueue(state: &mut ExecutorState, mut request: InferRequest, started: Option
     let rows = match validate_request(&model.spec, &model.metadata, synthetic, state.args.batching, &mut request) {
         Ok(rows) => rows,
         Err(error) => {
+            model.stats.counters.record_failures(1, Duration::ZERO);
             let _ = reply.send(Err(error));
             return;
         }
@@ -118,6 +119,7 @@ fn enqueue(state: &mut ExecutorState, mut request: InferRequest, started: Option
     let now = state.args.clock.now();
     if let Err(QueueFull(job)) = state.queue.push(Job { request, rows, started, reply }, rows, priority, now) {
         let retry_after_ms = (model.stats.service_ms_per_item() * state.queue.len() as f64).ceil().max(1.0) as u64;
+        model.stats.counters.record_failures(1, Duration::ZERO);
         let _ = job.reply.send(Err(InferError::QueueFull {
             model: model.spec.name.clone(),
             queued: state.queue.len(),
@@ -178,6 +180,8 @@ async fn run_batch(model: &ServedModel, clock: &Arc<dyn Clock>, batch: Vec<(Job,
         model.stats.record_panic();
         tracing::error!(model = %model.spec.name, panics = model.stats.panics(), "a batch panicked; its requests failed");
         let error = format!("model {} panicked while running this batch; retry, or report it", model.spec.name);
+        let unanswered = replies.iter().flatten().count();
+        model.stats.counters.record_failures(unanswered, Duration::ZERO);
         for reply in replies.into_iter().flatten() {
             let _ = reply.send(Err(InferError::Failed(error.clone())));
         }
@@ -220,6 +224,7 @@ async fn run_group(
         Ok(split) => split,
         Err(error) => {
             tracing::warn!(model = %model.spec.name, %error, "batch failed");
+            model.stats.counters.record_failures(group.len(), group.iter().map(|work| work.queued).sum());
             for work in group {
                 if let Some(reply) = replies[work.index].take() {
                     let _ = reply.send(Err(error.clone()));
@@ -230,6 +235,8 @@ async fn run_group(
     };
     model.stats.record_batch(group.len(), rows.iter().sum(), compute);
     model.stats.record_latencies(group.iter().map(|work| work.queued + compute));
+    let waited = group.iter().map(|work| work.queued).sum();
+    model.stats.counters.record_run(rows.iter().sum(), group.len(), waited, compute, clock.unix_ms());
     for (work, mut outputs) in group.into_iter().zip(per_request) {
         if !work.request.outputs.is_empty() {
             outputs.retain(|output| work.request.outputs.contains(&output.name));

@@ -5,12 +5,14 @@
 //!   and splitting batches (pure).
 //! - `onnx`: ONNX Runtime loading and sessions.
 //! - `runner`: what runs a batch (ONNX session or synthetic).
+//! - `statistics`: Triton's inference statistics, kept per model.
 //! - `actor`: the executor actor.
 
 mod actor;
 pub mod batch;
 pub mod onnx;
 mod runner;
+pub mod statistics;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,9 @@ pub struct MetadataParameters {
     pub gpumesh_device: String,
     pub gpumesh_node: String,
     pub max_batch_size: usize,
+    /// Longest a request waits for others to join its batch.
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
 }
 
 impl ServedModel {
@@ -72,6 +77,7 @@ impl ServedModel {
                 gpumesh_device: self.device.clone(),
                 gpumesh_node: node.to_string(),
                 max_batch_size: self.spec.batch.max_batch_size,
+                max_queue_delay_us: u64::try_from(self.spec.batch.max_queue_delay.as_micros()).unwrap_or(u64::MAX),
             },
         }
     }
@@ -155,6 +161,8 @@ pub struct ModelStats {
     /// Queue plus compute time of the requests since the last
     /// [`ModelStats::take_latency_window`], microseconds.
     window: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    /// Triton's statistics (`/v2/models/stats`, gRPC `ModelStatistics`).
+    pub(crate) counters: statistics::Counters,
 }
 
 impl Default for ModelStats {
@@ -174,6 +182,7 @@ impl Default for ModelStats {
             window: std::sync::Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
             ),
+            counters: statistics::Counters::default(),
         }
     }
 }
@@ -272,6 +281,11 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
+    /// This node's Triton statistics of the model.
+    pub fn statistics_doc(&self) -> statistics::ModelStatisticsDoc {
+        self.stats.counters.doc(&self.spec.name)
+    }
+
     /// An executor actor is serving the model (false while it restarts).
     pub fn executor_running(&self) -> bool {
         self.executor.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()

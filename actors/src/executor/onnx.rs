@@ -90,9 +90,13 @@ fn build_session(environment: &Environment, path: &Path, cuda_device: Option<i32
     // as 1 of its 2 vCPUs; one batch runs at a time per model, so give it
     // every core the process may use.
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // Its worker threads spin between runs by default: on a machine whose
+    // cores also serve the requests (decoding, HTTP) that spinning took
+    // more CPU than the model itself (docs/BENCHMARKS.md, issue 17).
     let mut builder = Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::All)?
-        .with_intra_threads(threads)?;
+        .with_intra_threads(threads)?
+        .with_intra_op_spinning(false)?;
     if let Some(device_id) = cuda_device {
         builder = builder
             .with_execution_providers([ep::CUDA::default().with_device_id(device_id).build().error_on_failure()])?;

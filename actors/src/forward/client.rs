@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::executor::statistics::ModelStatisticsDoc;
 use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc};
 use crate::forward::job_wire::{KeyedSubmit, SubmitAnswer};
 use crate::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
@@ -57,6 +58,15 @@ impl PeerClient {
     /// Asks `target` for the metadata of `model`.
     pub async fn metadata(&self, target: &str, model: &str) -> Option<MetadataDoc> {
         match self.call(target, PeerCall::Metadata(model.to_string())).await {
+            Ok(PeerAnswer::Text(json)) => serde_json::from_str(&json).ok(),
+            _ => None,
+        }
+    }
+
+    /// Asks `target` for its statistics of `model` (of every model it
+    /// serves when `model` is empty); `None` when it does not answer.
+    pub async fn statistics(&self, target: &str, model: &str) -> Option<Vec<ModelStatisticsDoc>> {
+        match self.call(target, PeerCall::Statistics(model.to_string())).await {
             Ok(PeerAnswer::Text(json)) => serde_json::from_str(&json).ok(),
             _ => None,
         }

@@ -61,6 +61,15 @@ impl Actor for ForwardActor {
                 let doc = state.models.iter().find(|m| m.spec.name == model).map(|m| m.metadata_doc(&state.node));
                 let _ = reply.send(doc.and_then(|doc| serde_json::to_string(&doc).ok()).unwrap_or_default());
             }
+            ForwardMsg::Statistics(model, reply) => {
+                let docs: Vec<_> = state
+                    .models
+                    .iter()
+                    .filter(|m| model.is_empty() || m.spec.name == model)
+                    .map(|m| m.statistics_doc())
+                    .collect();
+                let _ = reply.send(serde_json::to_string(&docs).unwrap_or_default());
+            }
             ForwardMsg::JobStatus(id, reply) => {
                 let jobs = state.jobs.clone();
                 // Only what is on disk is shown, so no reader sees a state a

@@ -39,6 +39,10 @@ pub enum ForwardMsg {
     /// The metadata of a model served here, as JSON; empty when it is not.
     #[rpc]
     Metadata(String, RpcReplyPort<String>),
+    /// This node's Triton statistics of the model named (of every model
+    /// it serves when the name is empty), as a JSON array.
+    #[rpc]
+    Statistics(String, RpcReplyPort<String>),
     /// A job this node owns, as JSON; empty when there is none.
     #[rpc]
     JobStatus(String, RpcReplyPort<String>),

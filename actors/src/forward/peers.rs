@@ -28,6 +28,9 @@ pub enum PeerCall {
     Infer(ForwardRequest),
     /// The metadata of a model, as JSON.
     Metadata(String),
+    /// Statistics of a model served there (every model when empty), as
+    /// a JSON array.
+    Statistics(String),
     /// A job the target owns, as JSON.
     JobStatus(String),
     /// The result the target holds for a job.
@@ -95,6 +98,9 @@ async fn deliver(
     match call {
         PeerCall::Infer(request) => rpc.call(|reply| ForwardMsg::Infer(request, reply)).await.map(PeerAnswer::Infer),
         PeerCall::Metadata(model) => rpc.call(|reply| ForwardMsg::Metadata(model, reply)).await.map(PeerAnswer::Text),
+        PeerCall::Statistics(model) => {
+            rpc.call(|reply| ForwardMsg::Statistics(model, reply)).await.map(PeerAnswer::Text)
+        }
         PeerCall::JobStatus(id) => rpc.call(|reply| ForwardMsg::JobStatus(id, reply)).await.map(PeerAnswer::Text),
         PeerCall::HeldResult(id) => rpc.call(|reply| ForwardMsg::HeldResult(id, reply)).await.map(PeerAnswer::Bytes),
         PeerCall::ReleaseResult(id) => endpoint

@@ -13,6 +13,11 @@ pub struct EngineLoad {
     pub waiting: u32,
     /// KV-cache use, 0 to 1, where the engine reports it.
     pub kv_cache_use: Option<f64>,
+    /// Tokens its KV cache holds, where the engine reports it (vLLM's
+    /// `cache_config_info` blocks times block size, 0 with prefix caching
+    /// off; SGLang's `max_total_num_tokens`): what its prefix cache can
+    /// keep.
+    pub cache_tokens: Option<u64>,
 }
 
 /// The gauges of `kind`: running, waiting, and KV-cache use (the first of
@@ -64,7 +69,36 @@ pub fn read_metrics(kind: EngineKind, text: &str) -> Option<EngineLoad> {
         return None;
     }
     let kv_cache_use = kv.iter().find_map(|name| sum(name)).map(|use_| use_.clamp(0.0, 1.0));
-    Some(EngineLoad { running: running_now.map_or(0, count), waiting: waiting_now.map_or(0, count), kv_cache_use })
+    let cache_tokens = match kind {
+        EngineKind::Vllm => vllm_cache_tokens(&scrape),
+        EngineKind::Sglang => sum("sglang:max_total_num_tokens").map(|tokens| tokens.max(0.0) as u64),
+        EngineKind::Llamacpp | EngineKind::Generic => None,
+    };
+    Some(EngineLoad {
+        running: running_now.map_or(0, count),
+        waiting: waiting_now.map_or(0, count),
+        kv_cache_use,
+        cache_tokens,
+    })
+}
+
+/// vLLM's KV cache in tokens, from the labels of `vllm:cache_config_info`
+/// (summed over its engines); 0 when prefix caching is off.
+fn vllm_cache_tokens(scrape: &prometheus_parse::Scrape) -> Option<u64> {
+    let configs: Vec<&prometheus_parse::Sample> =
+        scrape.samples.iter().filter(|sample| sample.metric == "vllm_cache_config_info").collect();
+    if configs
+        .iter()
+        .any(|config| config.labels.get("enable_prefix_caching").is_some_and(|v| v.eq_ignore_ascii_case("false")))
+    {
+        return Some(0);
+    }
+    let tokens = |config: &&prometheus_parse::Sample| -> Option<u64> {
+        let number = |label: &str| config.labels.get(label)?.parse::<u64>().ok();
+        number("num_gpu_blocks")?.checked_mul(number("block_size")?)
+    };
+    let each: Vec<u64> = configs.iter().filter_map(tokens).collect();
+    (!each.is_empty()).then(|| each.iter().sum())
 }
 
 /// KV-cache use of a llama.cpp engine from its `/slots`: the context its
@@ -120,6 +154,8 @@ vllm:num_requests_running{model_name=\"b\"} 1.0
 vllm:num_requests_waiting{model_name=\"a\"} 7.0
 # TYPE vllm:gpu_cache_usage_perc gauge
 vllm:gpu_cache_usage_perc{model_name=\"a\"} 0.25
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size=\"16\",cache_dtype=\"auto\",enable_prefix_caching=\"True\",num_cpu_blocks=\"1024\",num_gpu_blocks=\"573\",num_gpu_blocks_override=\"None\"} 1.0
 ";
 
     #[test]
@@ -135,14 +171,26 @@ vllm:gpu_cache_usage_perc{model_name=\"a\"} 0.25
     }
 
     #[test]
+    fn vllm_without_prefix_caching_caches_nothing_and_unknown_blocks_are_unknown() {
+        let off = VLLM.replace("enable_prefix_caching=\"True\"", "enable_prefix_caching=\"False\"");
+        assert_eq!(read_metrics(EngineKind::Vllm, &off).and_then(|load| load.cache_tokens), Some(0));
+        let unknown = VLLM.replace("num_gpu_blocks=\"573\"", "num_gpu_blocks=\"None\"");
+        assert_eq!(read_metrics(EngineKind::Vllm, &unknown).and_then(|load| load.cache_tokens), None);
+    }
+
+    #[test]
     fn each_engine_is_read_by_its_own_gauges() {
         let table = [
-            (EngineKind::Llamacpp, LLAMACPP, Some(EngineLoad { running: 3, waiting: 2, kv_cache_use: None })),
-            (EngineKind::Vllm, VLLM, Some(EngineLoad { running: 5, waiting: 7, kv_cache_use: Some(0.25) })),
+            (EngineKind::Llamacpp, LLAMACPP, Some(EngineLoad { running: 3, waiting: 2, ..EngineLoad::default() })),
+            (
+                EngineKind::Vllm,
+                VLLM,
+                Some(EngineLoad { running: 5, waiting: 7, kv_cache_use: Some(0.25), cache_tokens: Some(9168) }),
+            ),
             (
                 EngineKind::Sglang,
-                "sglang:num_running_reqs 2\nsglang:num_queue_reqs 0\nsglang:token_usage 1.7\n",
-                Some(EngineLoad { running: 2, waiting: 0, kv_cache_use: Some(1.0) }),
+                "sglang:num_running_reqs 2\nsglang:num_queue_reqs 0\nsglang:token_usage 1.7\nsglang:max_total_num_tokens{model_name=\"m\"} 161721\n",
+                Some(EngineLoad { running: 2, waiting: 0, kv_cache_use: Some(1.0), cache_tokens: Some(161_721) }),
             ),
             (EngineKind::Generic, LLAMACPP, None),
             (EngineKind::Vllm, LLAMACPP, None),

@@ -31,8 +31,9 @@ const RECENT_TTFTS: usize = 256;
 /// Bytes of a rendered prompt per token until the engine has counted some.
 pub const DEFAULT_PROMPT_BYTES_PER_TOKEN: f64 = 4.0;
 /// Tokens an engine beside the node is taken to keep in its prefix cache
-/// (llama.cpp keeps its slots' contexts and, by default, gigabytes more
-/// in host memory; vLLM and SGLang their whole KV cache).
+/// until it reports its own KV cache (vLLM and SGLang do, in their
+/// metrics); llama.cpp keeps its slots' contexts and, by default,
+/// gigabytes more in host memory, which it does not report.
 const ENGINE_CACHE_TOKENS: usize = 131_072;
 
 /// What gpumesh knows of one language model's load.
@@ -202,7 +203,8 @@ impl LlmModel {
         let stats = LlmStats::default();
         stats.ready.store(matches!(kind, LlmKind::Synthetic(_)), Ordering::Relaxed);
         let admission = Arc::new(Semaphore::new(kind.max_concurrency()));
-        let sketch = Arc::new(std::sync::Mutex::new(Sketch::new(cache_bytes(&kind, DEFAULT_PROMPT_BYTES_PER_TOKEN))));
+        let sketch =
+            Arc::new(std::sync::Mutex::new(Sketch::new(cache_bytes(&kind, DEFAULT_PROMPT_BYTES_PER_TOKEN, None))));
         Self { spec, kind, stats: Arc::new(stats), engine, admission, clock, sketch }
     }
 
@@ -229,7 +231,7 @@ impl LlmModel {
         Held {
             sketch: self.sketch.clone(),
             prefixes: Prefixes::of(&request.prompt),
-            capacity: cache_bytes(&self.kind, per_token),
+            capacity: cache_bytes(&self.kind, per_token, self.stats.engine().and_then(|load| load.cache_tokens)),
         }
     }
 
@@ -422,11 +424,14 @@ fn count_usage(stats: &LlmStats, piece: &str) -> Option<(u64, u64)> {
     Some((prompt, prompt.saturating_sub(number(cached))))
 }
 
-/// Bytes of rendered prompt the engine's prefix cache holds.
-fn cache_bytes(kind: &LlmKind, bytes_per_token: f64) -> usize {
+/// Bytes of rendered prompt the engine's prefix cache holds: the tokens
+/// the engine `reported` its cache holds, else what is assumed of it.
+fn cache_bytes(kind: &LlmKind, bytes_per_token: f64, reported: Option<u64>) -> usize {
     let tokens = match kind {
         LlmKind::Synthetic(synthetic) => synthetic.kv_cache_tokens,
-        LlmKind::OpenAi(_) => ENGINE_CACHE_TOKENS,
+        LlmKind::OpenAi(_) => {
+            reported.map_or(ENGINE_CACHE_TOKENS, |tokens| usize::try_from(tokens).unwrap_or(usize::MAX))
+        }
     };
     (tokens as f64 * bytes_per_token) as usize
 }

@@ -6,8 +6,11 @@
 //!   avoid list and the cooldowns (pure).
 //! - `service`: the routing service, which carries them out: choose, run
 //!   here or forward, retry.
+//! - `catalog`: what the cluster serves (metadata, statistics, the model
+//!   list), answered here or by the nodes that serve it.
 
 pub mod candidates;
+pub mod catalog;
 pub mod policy;
 pub mod retry;
 pub mod service;

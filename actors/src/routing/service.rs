@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc, ServedModel, Started};
+use crate::executor::{InferError, InferRequest, InferResponse, ServedModel, Started};
 use crate::forward::client::PeerClient;
 use crate::routing::candidates::{LocalModel, Reachability, candidates, known_anywhere};
 use crate::routing::policy::{Decision, Policy, PromptCost, Requirements, RouteParams, RouterState, decide};
@@ -323,26 +323,6 @@ impl RoutingService {
     /// The latest cluster view.
     pub fn view(&self) -> Arc<ClusterView> {
         self.args.view.borrow().clone()
-    }
-
-    /// Metadata of `model`: from this node when it serves it, else from a
-    /// live trusted node whose gossip lists it.
-    pub async fn metadata(&self, model: &str) -> Option<MetadataDoc> {
-        if let Some(served) = self.model(model) {
-            return Some(served.metadata_doc(&self.args.me));
-        }
-        let view = self.args.view.borrow().clone();
-        let holders = view.members.iter().filter(|m| {
-            !m.is_self
-                && m.is_trusted_live()
-                && m.load.as_ref().is_some_and(|load| load.models.iter().any(|lm| lm.name == model))
-        });
-        for holder in holders {
-            if let Some(doc) = self.args.peers.metadata(&holder.name, model).await {
-                return Some(doc);
-            }
-        }
-        None
     }
 }
 

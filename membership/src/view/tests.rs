@@ -98,9 +98,18 @@ fn wrong_key_is_untrusted_and_its_state_is_kept_out() {
     let other = ClusterSecret::from_bytes([1; 32]).signing_key();
     let view = build_view("a", vec![raw("x", 1, true, 1, &other, 1)], &key(), &mut tracker, PARAMS, Instant::now());
     let x = view.member("x").expect("x listed");
-    assert!(!x.trusted);
+    assert!(!x.trusted && x.forged);
     assert!(x.info.is_none() && x.load.is_none());
     assert!(!x.is_usable());
+}
+
+#[test]
+fn a_member_whose_signed_state_has_not_arrived_is_untrusted_but_not_forged() {
+    let mut member = raw("x", 2, true, 1, &key(), 1);
+    member.values.clear();
+    let view = build_view("a", vec![member], &key(), &mut AgeTracker::default(), PARAMS, Instant::now());
+    let x = view.member("x").expect("x listed");
+    assert!(!x.trusted && !x.forged, "waiting for its state is not a wrong secret");
 }
 
 #[test]
@@ -109,7 +118,8 @@ fn tampered_load_makes_the_member_untrusted() {
     let mut member = raw("b", 1, true, 1, &k, 1);
     member.values.insert(LOAD_KEY.into(), "v1.1.00.{}".into());
     let view = build_view("a", vec![member], &k, &mut AgeTracker::default(), PARAMS, Instant::now());
-    assert!(!view.member("b").expect("b").trusted);
+    let b = view.member("b").expect("b");
+    assert!(!b.trusted && b.forged);
 }
 
 #[test]

@@ -11,6 +11,13 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
 }
 
+/// The project `.venv`'s Python (onnxruntime, tritonclient, openai).
+pub fn python() -> PathBuf {
+    let python = repo().join(".venv/bin/python");
+    assert!(python.is_file(), "{} missing: run scripts/setup.sh first", python.display());
+    python
+}
+
 /// A registry with one llama.cpp engine on `port`, launched by the node.
 pub fn engine_registry(port: u16, max_concurrency: u32, extra: &[&str]) -> String {
     let repo = repo();

@@ -75,6 +75,8 @@ pub struct TestNode {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub ports: (u16, u16, u16),
+    /// The gRPC address, `127.0.0.1:port`.
+    pub grpc: String,
     pub secret: Option<PathBuf>,
     child: Child,
 }
@@ -102,10 +104,12 @@ impl TestNode {
         let data_dir = spec.dir.join(spec.data_dir_name);
         let log = spec.dir.join(format!("{}.{}.log", spec.data_dir_name, http));
         let log_file = std::fs::File::create(&log).expect("log file");
+        let grpc = format!("127.0.0.1:{}", free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_gpumesh"));
         command
             .arg("node")
             .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--grpc", &grpc])
             .args(["--gossip", &format!("127.0.0.1:{gossip}")])
             .args(["--cluster", &format!("127.0.0.1:{cluster}")])
             .arg("--data-dir")
@@ -136,6 +140,7 @@ impl TestNode {
             data_dir,
             log,
             ports: spec.ports,
+            grpc,
             secret: spec.secret.map(Path::to_path_buf),
             child,
         }
@@ -300,6 +305,32 @@ impl TestCluster {
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
     }
+}
+
+/// A lone node `name` in an open cluster serving [`ECHO_REGISTRY`], with
+/// `extra_args`.
+pub fn start_echo(dir: &Path, name: &str, extra_args: &[&str]) -> TestNode {
+    let registry = dir.join(format!("{name}-echo.toml"));
+    std::fs::write(&registry, ECHO_REGISTRY).expect("registry");
+    let spec = NodeSpec {
+        name: Some(name),
+        dir,
+        data_dir_name: name,
+        secret: None,
+        seeds: &[],
+        ports: free_ports(),
+        models: Some(&registry),
+    };
+    TestNode::start_with(&spec, extra_args)
+}
+
+/// Waits until the node at `url` is ready (its models load before it serves).
+pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) {
+    let ready = format!("{url}/v2/health/ready");
+    wait_until("the node is ready", timeout, || async {
+        (client.get(&ready).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
 }
 
 /// Starts nodes n1.. with the given registries (TOML text), n1 the seed.

@@ -183,7 +183,10 @@ pub(crate) fn decode(body: &[u8], header_len: Option<usize>, limits: &Limits) ->
     })
 }
 
-fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool), DecodeError> {
+/// Priority, placement requirements and `binary_data_output` from the
+/// request's parameters (the gRPC face converts its parameters to JSON
+/// values to share these rules and words).
+pub(crate) fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool), DecodeError> {
     use DecodeError::Parameter;
     let priority = match parameters.get("priority") {
         None => DEFAULT_PRIORITY,
@@ -219,7 +222,7 @@ fn parameters(parameters: &Map<String, Value>) -> Result<(u8, Requirements, bool
 fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8], max_elements: usize) -> Result<Tensor, DecodeError> {
     let name = &input.name;
     let in_input = |problem: InputError| DecodeError::Input { name: name.clone(), problem };
-    let (datatype, shape, count) = header_of(input, max_elements).map_err(in_input)?;
+    let (datatype, shape, count) = declared(&input.datatype, &input.shape, max_elements).map_err(in_input)?;
     let data = match (input.parameters.get("binary_data_size"), input.data) {
         (Some(_), Some(_)) => return Err(DecodeError::BothData(name.clone())),
         (Some(size), None) => binary_data(datatype, size, binary).map_err(in_input)?,
@@ -229,21 +232,25 @@ fn decode_input(input: &InputHeader<'_>, binary: &mut &[u8], max_elements: usize
     Tensor::new(name.clone(), shape, data).map_err(|error| in_input(error.into()))
 }
 
-/// The datatype, shape and element count an input declares.
-fn header_of(input: &InputHeader<'_>, max_elements: usize) -> Result<(DataType, Vec<usize>, usize), InputError> {
-    let datatype = DataType::parse(&input.datatype).ok_or_else(|| InputError::Datatype(input.datatype.clone()))?;
-    if input.shape.len() > MAX_RANK {
-        return Err(InputError::Rank(input.shape.len()));
+/// The datatype, shape and element count of a declared `datatype` and
+/// `shape`, within `max_elements`.
+pub(crate) fn declared(
+    datatype: &str,
+    shape: &[i64],
+    max_elements: usize,
+) -> Result<(DataType, Vec<usize>, usize), InputError> {
+    let datatype = DataType::parse(datatype).ok_or_else(|| InputError::Datatype(datatype.to_string()))?;
+    if shape.len() > MAX_RANK {
+        return Err(InputError::Rank(shape.len()));
     }
-    let shape: Vec<usize> = input
-        .shape
+    let dims: Vec<usize> = shape
         .iter()
-        .map(|&dim| usize::try_from(dim).map_err(|_| InputError::NegativeDimension(input.shape.clone())))
+        .map(|&dim| usize::try_from(dim).map_err(|_| InputError::NegativeDimension(shape.to_vec())))
         .collect::<Result<_, _>>()?;
-    let count = element_count(&shape)
+    let count = element_count(&dims)
         .filter(|&count| count <= max_elements)
-        .ok_or_else(|| InputError::TooLarge { shape: input.shape.clone(), max: max_elements })?;
-    Ok((datatype, shape, count))
+        .ok_or_else(|| InputError::TooLarge { shape: shape.to_vec(), max: max_elements })?;
+    Ok((datatype, dims, count))
 }
 
 /// The `size` bytes of an input's binary data, taken off `binary`.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::{ApiError, AppState};
 use decode::decode;
 pub use decode::{DecodeError, InputError};
+pub(crate) use decode::{declared, parameters};
 use encode::{Provenance, encode};
 
 /// Decodes `body` as the infer endpoint does, with the default limits;
@@ -136,11 +137,7 @@ pub(crate) fn retry_after(response: &mut Response, seconds: u64) {
 }
 
 fn check_version(name: &str, version: &str) -> Result<(), ApiError> {
-    if version == "1" {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, format!("model {name} has only version 1, not {version:?}")))
-    }
+    crate::triton::check_version(name, version).map_err(crate::triton::http_error)
 }
 
 /// `GET /v2/models/{model}/versions/{version}`.

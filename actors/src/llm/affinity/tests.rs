@@ -16,6 +16,7 @@ fn member(name: &str, llm: Option<LlmLoad>) -> Member {
         status: MemberStatus::Alive,
         age_ms: 0,
         trusted: true,
+        forged: false,
         is_self: name == "n1",
         info: None,
         load: Some(LoadSummary {

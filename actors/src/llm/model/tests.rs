@@ -3,7 +3,7 @@ use futures_util::StreamExt;
 use super::*;
 use crate::clock::SystemClock;
 use crate::llm::request::{Endpoint, Hints, parse};
-use crate::registry::parse_registry;
+use crate::registry::{ModelKind, parse_registry};
 
 const REGISTRY: &str = "
 [[model]]
@@ -37,4 +37,14 @@ async fn a_prompt_enters_the_sketch_with_its_first_token_and_its_measured_prefil
     assert!(model.stats.ttft_ms() > 0.0, "the time to first token is measured");
     assert!(model.longest_held(&prefixes) >= 64, "the prompt's blocks are held once the first token came");
     assert!(!model.prefix_sketch().is_empty());
+}
+
+#[test]
+fn an_engine_that_reports_its_kv_cache_sizes_the_sketch() {
+    let registry = "[[model]]\nname = \"v\"\nkind = \"openai\"\nurl = \"http://127.0.0.1:9\"\nengine = \"vllm\"\n";
+    let specs = parse_registry(registry, std::path::Path::new(".")).expect("valid registry");
+    let ModelKind::Llm(kind) = &specs[0].kind else { panic!("a language model") };
+    assert_eq!(cache_bytes(kind, 4.0, Some(9_168)), 36_672, "vLLM's 573 blocks of 16 tokens");
+    assert_eq!(cache_bytes(kind, 4.0, Some(0)), 0, "prefix caching off: nothing is held");
+    assert_eq!(cache_bytes(kind, 4.0, None), ENGINE_CACHE_TOKENS * 4, "unreported: assumed");
 }
