@@ -129,4 +129,8 @@ impl PeerNet for SimPeers {
         }
         self.inner.call(target, call, timeout).await
     }
+
+    fn linked(&self, target: &str) -> bool {
+        self.inner.linked(target)
+    }
 }

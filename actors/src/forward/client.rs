@@ -27,6 +27,11 @@ impl PeerClient {
         Self { net, timeout }
     }
 
+    /// This node's link to `target` is up.
+    pub fn linked(&self, target: &str) -> bool {
+        self.net.linked(target)
+    }
+
     async fn call(&self, target: &str, call: PeerCall) -> Result<PeerAnswer, PeerError> {
         self.net.call(target, call, self.timeout).await
     }

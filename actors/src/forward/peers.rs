@@ -81,6 +81,9 @@ pub trait PeerNet: Send + Sync {
     /// Sends `call` to `target`'s forward endpoint and waits at most
     /// `timeout` for its answer.
     async fn call(&self, target: &str, call: PeerCall, timeout: Duration) -> Result<PeerAnswer, PeerError>;
+
+    /// The link to `target` is up (its endpoint may still be on its way).
+    fn linked(&self, target: &str) -> bool;
 }
 
 /// Wraps the node's peer network (the simulator records calls with it).
@@ -196,5 +199,9 @@ impl PeerNet for ClusterPeers {
         };
         let Some(endpoint) = endpoint else { return Err(PeerError::NoLink(target.to_string())) };
         deliver(&endpoint, target, call, timeout).await
+    }
+
+    fn linked(&self, target: &str) -> bool {
+        self.links.borrow().contains_key(target)
     }
 }

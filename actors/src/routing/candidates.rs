@@ -48,7 +48,16 @@ pub fn known_anywhere(view: &ClusterView, model: &str) -> bool {
     })
 }
 
-fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reachable: bool, network_ms: f64) -> Candidate {
+/// What this node knows of reaching a member.
+#[derive(Clone, Copy)]
+struct Reach {
+    /// Not in a cooldown after a failed forward.
+    reachable: bool,
+    /// Its link from this node is up.
+    linked: bool,
+}
+
+fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reach: Reach, network_ms: f64) -> Candidate {
     let load = member.load.as_ref();
     let gossiped = load.and_then(|load| load.models.iter().find(|m| m.name == model));
     let (model_device, queue_depth, inflight, service_ms_per_item, ready) = match (member.is_self, local, gossiped) {
@@ -68,7 +77,8 @@ fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reachable
         live: member.status != MemberStatus::Dead,
         trusted: member.trusted,
         draining: member.info.as_ref().is_some_and(|info| info.draining),
-        reachable: member.is_self || reachable,
+        reachable: member.is_self || reach.reachable,
+        linked: member.is_self || reach.linked,
         avoided: false,
         engine_down: !ready,
         age_ms: member.age_ms,
@@ -94,17 +104,49 @@ fn candidate(member: &Member, model: &str, local: Option<&LocalModel>, reachable
     }
 }
 
-/// Every member of the view as a candidate for a request for `model`.
+/// Every member of the view as a candidate for a request for `model`;
+/// `linked` tells whether this node's link to a member is up.
 pub fn candidates(
     view: &ClusterView,
     model: &str,
     local: Option<&LocalModel>,
     reachability: &Reachability,
+    linked: impl Fn(&str) -> bool,
     network_ms: f64,
     now: Instant,
 ) -> Vec<Candidate> {
     view.members
         .iter()
-        .map(|member| candidate(member, model, local, reachability.is_reachable(&member.name, now), network_ms))
+        .map(|member| {
+            let reach = Reach { reachable: reachability.is_reachable(&member.name, now), linked: linked(&member.name) };
+            candidate(member, model, local, reach, network_ms)
+        })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "a test picks any instant as its now")]
+mod tests {
+    use gpumesh_membership::MemberStatus;
+
+    use super::*;
+    use crate::test_members::member;
+
+    /// A member gossip lists as alive but whose link is not up yet (a
+    /// restarted node that just read the view, say) is no candidate: a
+    /// request sent there would only wait for the link and fail.
+    #[test]
+    fn members_without_a_link_are_marked_unlinked_but_this_node_never_is() {
+        let view = ClusterView {
+            self_name: "a".into(),
+            members: vec![
+                member("a", MemberStatus::Alive, true, true),
+                member("b", MemberStatus::Alive, true, false),
+                member("c", MemberStatus::Alive, true, false),
+            ],
+        };
+        let list = candidates(&view, "m", None, &Reachability::default(), |node| node == "c", 0.5, Instant::now());
+        let linked: Vec<(&str, bool)> = list.iter().map(|c| (c.node.as_str(), c.linked)).collect();
+        assert_eq!(linked, [("a", true), ("b", false), ("c", true)]);
+    }
 }

@@ -1,6 +1,6 @@
 //! The routing policies of SPEC section 6 and the explainable decision.
 //!
-//! A decision first filters (alive, trusted, not draining, reachable, model
+//! A decision first filters (alive, trusted, not draining, reachable, linked, model
 //! loaded, requirements met, gossip fresh enough), then ranks what is left:
 //!
 //! - `eta`: lowest estimated completion time: (requests ahead, plus one)
@@ -135,6 +135,9 @@ pub struct Candidate {
     pub draining: bool,
     /// Not recently failed to answer a forward (gossip liveness is not reachability).
     pub reachable: bool,
+    /// This node's link to it is up (always true of this node itself): a
+    /// request sent to a node without one would only wait for the link.
+    pub linked: bool,
     /// Already failed this request, and another node could serve it (see `retry`).
     pub avoided: bool,
     /// The model's engine is not answering its health check (language models).
@@ -268,6 +271,9 @@ fn exclusion(candidate: &Candidate, requirements: &Requirements, params: RoutePa
     }
     if !candidate.reachable {
         return Some("unreachable");
+    }
+    if !candidate.linked {
+        return Some("no link yet");
     }
     if candidate.avoided {
         return Some("failed this request");

@@ -168,6 +168,7 @@ mod tests {
             live: true,
             trusted: true,
             reachable: true,
+            linked: true,
             model_device: Some("cpu".into()),
             ..Candidate::default()
         }

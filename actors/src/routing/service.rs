@@ -228,7 +228,8 @@ impl RoutingService {
             return Err(InferError::UnknownModel(model.to_string()));
         }
         let now = self.args.clock.now();
-        let mut list = candidates(&view, model, local.as_ref(), &lock(&self.reachability), NETWORK_MS, now);
+        let linked = |node: &str| self.args.peers.linked(node);
+        let mut list = candidates(&view, model, local.as_ref(), &lock(&self.reachability), linked, NETWORK_MS, now);
         for candidate in &mut list {
             candidate.prompt = costs.get(&candidate.node).copied();
         }

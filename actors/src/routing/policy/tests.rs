@@ -14,6 +14,7 @@ fn node(name: &str) -> Candidate {
         trusted: true,
         draining: false,
         reachable: true,
+        linked: true,
         avoided: false,
         engine_down: false,
         age_ms: 100,
@@ -59,6 +60,7 @@ fn every_filter_excludes_with_its_reason() {
         (Candidate { trusted: false, ..node("x") }, Requirements::default(), "untrusted"),
         (Candidate { draining: true, ..node("x") }, Requirements::default(), "draining"),
         (Candidate { reachable: false, ..node("x") }, Requirements::default(), "unreachable"),
+        (Candidate { linked: false, ..node("x") }, Requirements::default(), "no link yet"),
         (Candidate { model_device: None, ..node("x") }, Requirements::default(), "model not loaded"),
         (Candidate { age_ms: 6_000, ..node("x") }, Requirements::default(), "stale load data"),
         (node("x"), Requirements { device: DeviceRequirement::Gpu, ..Requirements::default() }, "not a gpu"),
@@ -274,7 +276,7 @@ fn weighted_score_favours_free_vram() {
 fn arbitrary_candidate() -> impl Strategy<Value = Candidate> {
     (
         "[a-e]",
-        any::<[bool; 6]>(),
+        any::<[bool; 7]>(),
         0u64..8_000,
         0u32..50,
         0u32..8,
@@ -290,6 +292,7 @@ fn arbitrary_candidate() -> impl Strategy<Value = Candidate> {
                 trusted: flags[2],
                 draining: flags[3],
                 reachable: flags[4],
+                linked: flags[6],
                 avoided: false,
                 engine_down: false,
                 age_ms,
@@ -323,7 +326,7 @@ fn arbitrary_requirements() -> impl Strategy<Value = Requirements> {
 }
 
 proptest! {
-    /// No policy picks a dead, untrusted, draining, unreachable, stale or
+    /// No policy picks a dead, untrusted, draining, unreachable, unlinked, stale or
     /// filtered node, and each picks some node whenever one is eligible.
     #[test]
     fn never_picks_an_excluded_node(
@@ -346,7 +349,7 @@ proptest! {
                 prop_assert!(eligible.iter().any(|c| &c.node == chosen));
                 let picked = candidates.iter().find(|c| &c.node == chosen && exclusion(c, &requirements, PARAMS).is_none());
                 let picked = picked.expect("the chosen node is eligible");
-                prop_assert!(picked.live && picked.trusted && !picked.draining && picked.reachable);
+                prop_assert!(picked.live && picked.trusted && !picked.draining && picked.reachable && picked.linked);
                 prop_assert!(picked.model_device.is_some());
             }
         }
