@@ -292,6 +292,7 @@ fn supervisor_args(
             peers: shared.peers.clone(),
             relay: shared.relay.clone(),
             jobs_door: shared.jobs_door.clone(),
+            running: Arc::default(),
         }),
         links,
         executors: shared.executors.clone(),

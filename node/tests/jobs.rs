@@ -487,6 +487,28 @@ async fn an_owner_killed_while_its_job_runs_collects_the_held_result_after_resta
     assert_monotone(&job);
 }
 
+/// An owner killed and restarted while its job still runs on another node
+/// waits for that run instead of starting another (before, the node
+/// answered that it held no result yet, and the job ran twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_back_while_its_job_still_runs_waits_for_that_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut n1, n2, client) = pair(dir.path(), 4000).await;
+    let id = submit(&client, &n1.url, &job_body(7.0, None)).await["job_id"].as_str().expect("id").to_string();
+    wait_until("n2 runs the job", Duration::from_secs(5), || async {
+        (echo_load(&client, &n2).await? > 0).then_some(())
+    })
+    .await;
+    n1.kill9();
+    let (secret, empty) = (dir.path().join("secret"), dir.path().join("empty.toml"));
+    let n1 = node(dir.path(), "n1", &empty, &secret, std::slice::from_ref(&n2.gossip), free_ports());
+    let job = wait_completed(&client, &n1.url, &id, Duration::from_secs(20)).await;
+    assert_eq!(job["node"], "n2", "{job}");
+    assert_eq!(job["attempts"], 1, "the run under way was waited for, not started again: {job}");
+    assert_eq!(job["outputs"][0]["data"], json!([7.0]));
+    assert_monotone(&job);
+}
+
 /// One node n1 serving `echo` (`service_ms` a job) with `args`, once ready.
 async fn solo(path: &Path, service_ms: u32, args: &[&str]) -> (TestNode, reqwest::Client) {
     let echo = echo_registry(path, "echo", service_ms, 100);

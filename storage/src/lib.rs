@@ -52,6 +52,10 @@ pub enum Error {
     Sled(sled::Error),
     #[error("the disk of the data dir is full ({0})")]
     DiskFull(String),
+    #[error(
+        "writes to the data dir have not reached the disk for {waited_s} s: the disk of the data dir is full or failing"
+    )]
+    FlushStalled { waited_s: u64 },
     #[error("job store transaction aborted: {0}")]
     Transaction(String),
     #[error("no job {0:?} in this store")]

@@ -10,9 +10,20 @@ use crate::executor::statistics::ModelStatisticsDoc;
 use crate::executor::{InferError, InferRequest, InferResponse, MetadataDoc};
 use crate::forward::job_wire::{KeyedSubmit, SubmitAnswer};
 use crate::forward::peers::{PeerAnswer, PeerCall, PeerError, PeerNet};
-use crate::forward::wire::{ForwardReply, ForwardRequest};
+use crate::forward::wire::{ForwardReply, ForwardRequest, STILL_RUNNING};
 use crate::llm::error::LlmError;
 use crate::llm::wire::{Opened, decode};
+
+/// What a node holds for a job it ran an attempt of.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Held {
+    /// The attempt's reply bytes.
+    Result(Vec<u8>),
+    /// The attempt still runs or waits there.
+    Running,
+    /// Nothing: it never ran there, or its result was dropped.
+    Nothing,
+}
 
 /// Calls to peers, each bounded by one timeout.
 #[derive(Clone)]
@@ -93,11 +104,13 @@ impl PeerClient {
     }
 
     /// Asks `target` for the result it holds for job `id` (a
-    /// [`ForwardReply`]'s bytes): `Ok(None)` when it holds none, `Err` when
-    /// it cannot be asked.
-    pub async fn held_result(&self, target: &str, id: &str) -> Result<Option<Vec<u8>>, InferError> {
+    /// [`ForwardReply`]'s bytes), or whether the job still runs there;
+    /// `Err` when it cannot be asked.
+    pub async fn held_result(&self, target: &str, id: &str) -> Result<Held, InferError> {
         match self.call(target, PeerCall::HeldResult(id.to_string())).await {
-            Ok(PeerAnswer::Bytes(bytes)) => Ok(Some(bytes).filter(|bytes| !bytes.is_empty())),
+            Ok(PeerAnswer::Bytes(bytes)) if bytes.is_empty() => Ok(Held::Nothing),
+            Ok(PeerAnswer::Bytes(bytes)) if bytes == STILL_RUNNING => Ok(Held::Running),
+            Ok(PeerAnswer::Bytes(bytes)) => Ok(Held::Result(bytes)),
             Ok(_) => Err(InferError::Failed(format!("node {target} answered with something else than a result"))),
             Err(error) => Err(InferError::Unavailable(error.to_string())),
         }

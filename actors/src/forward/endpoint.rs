@@ -3,7 +3,8 @@
 //! and telling the owner when the job starts running), and answers for the
 //! models and jobs of this node.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use gpumesh_storage::jobs::JobEvent;
@@ -13,7 +14,7 @@ use crate::clock::Clock;
 use crate::executor::{InferError, ServedModel, infer};
 use crate::forward::client::PeerClient;
 use crate::forward::messages::{ForwardMsg, group_of};
-use crate::forward::wire::{ForwardReply, ForwardRequest};
+use crate::forward::wire::{ForwardReply, ForwardRequest, STILL_RUNNING};
 use crate::job_owner::{JobDoor, MAX_JOB_ATTEMPTS, owner_of};
 use crate::llm::relay::Relay;
 
@@ -34,6 +35,41 @@ pub(crate) struct ForwardArgs {
     pub(crate) relay: Arc<Relay>,
     /// The job service, for keyed submits whose home is this node.
     pub(crate) jobs_door: JobDoor,
+    /// Jobs whose attempt runs or waits here now.
+    pub(crate) running: Arc<Running>,
+}
+
+/// The ids of the jobs whose attempt runs or waits here, so that an owner
+/// back from a restart waits for their results instead of running them
+/// again.
+#[derive(Debug, Default)]
+pub(crate) struct Running(Mutex<HashSet<String>>);
+
+impl Running {
+    fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn contains(&self, job: &str) -> bool {
+        self.lock().contains(job)
+    }
+
+    /// Marks `job` as running here until the returned guard drops.
+    fn enter<'a>(&'a self, job: &str) -> RunningGuard<'a> {
+        self.lock().insert(job.to_string());
+        RunningGuard { running: self, job: job.to_string() }
+    }
+}
+
+struct RunningGuard<'a> {
+    running: &'a Running,
+    job: String,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.running.lock().remove(&self.job);
+    }
 }
 
 impl Actor for ForwardActor {
@@ -83,7 +119,13 @@ impl Actor for ForwardActor {
                 });
             }
             ForwardMsg::HeldResult(id, reply) => {
-                let _ = reply.send(state.jobs.store().held_result(&id).ok().flatten().unwrap_or_default());
+                let held = state.jobs.store().held_result(&id).ok().flatten();
+                let answer = match held {
+                    Some(bytes) => bytes,
+                    None if state.running.contains(&id) => STILL_RUNNING.to_vec(),
+                    None => Vec::new(),
+                };
+                let _ = reply.send(answer);
             }
             ForwardMsg::ReleaseResult(id) => {
                 if let Err(error) = state.jobs.store().release_result(&id) {
@@ -147,6 +189,9 @@ async fn serve(args: &ForwardArgs, request: ForwardRequest) -> ForwardReply {
     if let Ok(Some(held)) = args.jobs.store().held_result(&job) {
         return ForwardReply::decode(&held);
     }
+    // Until its result is held (or the attempt failed), a restarted owner
+    // asking for it hears that it still runs here.
+    let _running = args.running.enter(&job);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let tell_owner = async {
         if started_rx.await.is_ok()

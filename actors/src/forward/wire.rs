@@ -12,6 +12,9 @@ use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 const REQUEST_MAGIC: &[u8; 4] = b"GMF1";
 const REPLY_MAGIC: &[u8; 4] = b"GMR1";
+/// The answer to a held-result call while the job still runs or waits
+/// there (a held result starts with [`REPLY_MAGIC`]; none is empty).
+pub(crate) const STILL_RUNNING: &[u8; 4] = b"GMJR";
 /// Most tensors in one message.
 const MAX_TENSORS: usize = 256;
 /// Most dimensions of one tensor.

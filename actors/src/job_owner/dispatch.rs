@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::executor::{InferError, InferRequest};
 use crate::forward::ForwardReply;
+use crate::forward::client::Held;
 use crate::job_owner::payload::Payload;
 use crate::job_owner::step::{JobSteps, MAX_JOB_ATTEMPTS, Outcome, Step};
 use crate::llm::LlmService;
@@ -174,11 +175,17 @@ impl Owner {
     /// The result `from` holds for the attempt of `job` that the owner's
     /// restart cut off: the node that ran it and its reply bytes. `None`
     /// when it holds none or cannot be reached within [`HELD_RESULT_WAIT`].
+    /// While the attempt still runs there, the owner waits for it (the
+    /// node's own inference timeout bounds the wait).
     async fn held_result(&self, job: &JobRecord, from: &str) -> Option<(String, Vec<u8>)> {
-        let deadline = self.clock.now() + HELD_RESULT_WAIT;
+        let mut deadline = self.clock.now() + HELD_RESULT_WAIT;
         loop {
             match self.routing.peers().held_result(from, &job.id).await {
-                Ok(Some(bytes)) => {
+                Ok(Held::Running) => {
+                    deadline = self.clock.now() + HELD_RESULT_WAIT;
+                    tokio::time::sleep(HELD_RESULT_POLL).await;
+                }
+                Ok(Held::Result(bytes)) => {
                     return match ForwardReply::decode(&bytes) {
                         ForwardReply::Done { node, .. } => {
                             tracing::info!(job = %job.id, node = %node, "collected a result held through the restart");
@@ -187,7 +194,7 @@ impl Owner {
                         ForwardReply::Refused(_) => None,
                     };
                 }
-                Ok(None) => return None,
+                Ok(Held::Nothing) => return None,
                 Err(_) if self.clock.now() >= deadline => return None,
                 Err(_) => {
                     let gone = self.view.borrow().member(from).is_some_and(|m| m.status == MemberStatus::Dead);

@@ -8,8 +8,9 @@
 //! The rules:
 //! - a job whose stored request does not decode fails for good;
 //! - a job found mid-attempt at a restart asks the node of that attempt for
-//!   the result it holds; without one the attempt counts as failed and the
-//!   job goes back for another;
+//!   the result it holds (waiting while the attempt still runs there);
+//!   without one the attempt counts as failed and the job goes back for
+//!   another;
 //! - no node to choose: wait and choose again, [`NO_NODE_WAITS`] times in
 //!   all, then fail (right after a start gossip may not list the model's
 //!   nodes yet, so an unknown model waits like an unavailable one); a bad

@@ -26,6 +26,10 @@ use crate::{Error, Result};
 /// Highest durable ticket, or why flushing stopped.
 type Durable = std::result::Result<u64, String>;
 
+/// Longest a writer waits for the flush that covers it; beyond it the
+/// write is not acknowledged (it may still reach the disk).
+const FLUSH_STALLED_AFTER: Duration = Duration::from_secs(10);
+
 /// Who flushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flusher {
@@ -175,9 +179,12 @@ impl DurableJobs {
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
         self.wake.notify();
         let mut durable = self.durable.clone();
-        let outcome = durable
-            .wait_for(|state| state.as_ref().map_or(true, |flushed| *flushed >= ticket))
+        let flushed = durable.wait_for(|state| state.as_ref().map_or(true, |flushed| *flushed >= ticket));
+        // sled can block a flush for good after a write failed (seen on a
+        // full disk): the caller gets an error instead of waiting forever.
+        let outcome = tokio::time::timeout(FLUSH_STALLED_AFTER, flushed)
             .await
+            .map_err(|_| Error::FlushStalled { waited_s: FLUSH_STALLED_AFTER.as_secs() })?
             .map_err(|_| Error::Transaction("the flusher stopped".into()))?;
         match &*outcome {
             Ok(_) => Ok(()),
