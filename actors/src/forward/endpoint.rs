@@ -3,7 +3,7 @@
 //! and telling the owner when the job starts running), and answers for the
 //! models and jobs of this node.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -41,22 +41,23 @@ pub(crate) struct ForwardArgs {
 
 /// The ids of the jobs whose attempt runs or waits here, so that an owner
 /// back from a restart waits for their results instead of running them
-/// again.
+/// again; with how many attempts of each (an owner may send a job again
+/// while an earlier attempt still runs here: the id stays until both end).
 #[derive(Debug, Default)]
-pub(crate) struct Running(Mutex<HashSet<String>>);
+pub(crate) struct Running(Mutex<HashMap<String, usize>>);
 
 impl Running {
-    fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn contains(&self, job: &str) -> bool {
-        self.lock().contains(job)
+        self.lock().contains_key(job)
     }
 
     /// Marks `job` as running here until the returned guard drops.
     fn enter<'a>(&'a self, job: &str) -> RunningGuard<'a> {
-        self.lock().insert(job.to_string());
+        *self.lock().entry(job.to_string()).or_default() += 1;
         RunningGuard { running: self, job: job.to_string() }
     }
 }
@@ -68,7 +69,13 @@ struct RunningGuard<'a> {
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        self.running.lock().remove(&self.job);
+        let mut running = self.running.lock();
+        if let Some(count) = running.get_mut(&self.job) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.job);
+            }
+        }
     }
 }
 
@@ -210,4 +217,22 @@ async fn serve(args: &ForwardArgs, request: ForwardRequest) -> ForwardReply {
         tracing::warn!(job = %job, %error, "could not keep a job result until its owner has it");
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Running;
+
+    #[test]
+    fn a_job_runs_here_until_its_last_attempt_here_ends() {
+        let running = Running::default();
+        let first = running.enter("j");
+        let second = running.enter("j");
+        drop(first);
+        assert!(running.contains("j"), "the second attempt still runs");
+        drop(second);
+        assert!(!running.contains("j"));
+        drop(running.enter("k"));
+        assert!(running.lock().is_empty(), "nothing left behind");
+    }
 }
