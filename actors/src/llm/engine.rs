@@ -175,8 +175,8 @@ impl HttpEngine {
             None => tokens.extend(self.tokens(vllm::tokenize_text(&resume.text, &model)).await?),
         }
         let response = self.post("/v1/completions", vllm::continuation(request, resume, &tokens, &model)?).await?;
-        let request = request.clone();
-        Ok(Box::pin(events(response).map(move |data| data.map(|data| vllm::from_completion(&request, data)))))
+        let chunks = vllm::Chunks::new(request);
+        Ok(Box::pin(events(response).map(move |data| data.map(|data| chunks.piece(data)))))
     }
 
     /// Continues at the token level where the engine can: `None` when it

@@ -169,26 +169,40 @@ pub fn continuation(request: &LlmRequest, resume: &Resume, tokens: &[u32], model
     encoded(&body)
 }
 
-/// A chunk of a continuation's `/v1/completions` stream as the client's
-/// endpoint words it, with its token ids; the ids stay in the chunk only
-/// where the client asked for them.
-pub fn from_completion(request: &LlmRequest, data: String) -> Piece {
-    let Ok(mut chunk) = serde_json::from_str::<Value>(&data) else { return Piece::new(data) };
-    let tokens = chunk["choices"].get(0).and_then(Value::as_object).map(ids).unwrap_or_default();
-    let client: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-    if !asked(&client, "return_token_ids") {
-        strip_ids(&mut chunk);
-    } else if let Some(choice) = chunk["choices"].get_mut(0).and_then(Value::as_object_mut) {
-        choice.remove("prompt_token_ids");
+/// How the chunks of a continuation's `/v1/completions` stream read for
+/// one request: in the words of the client's endpoint, with token ids only
+/// where the client asked for them. Made once a continuation, since the
+/// request's body is read once.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunks {
+    chat: bool,
+    keep_ids: bool,
+}
+
+impl Chunks {
+    pub fn new(request: &LlmRequest) -> Self {
+        let client: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        Self { chat: request.endpoint == Endpoint::Chat, keep_ids: asked(&client, "return_token_ids") }
     }
-    if request.endpoint == Endpoint::Chat {
-        chunk["object"] = "chat.completion.chunk".into();
-        let choices = chunk.get_mut("choices").and_then(Value::as_array_mut);
-        for choice in choices.into_iter().flatten().filter_map(Value::as_object_mut) {
-            as_chat_choice(choice);
+
+    /// One chunk as the client's endpoint words it, with its token ids.
+    pub fn piece(self, data: String) -> Piece {
+        let Ok(mut chunk) = serde_json::from_str::<Value>(&data) else { return Piece::new(data) };
+        let tokens = chunk["choices"].get(0).and_then(Value::as_object).map(ids).unwrap_or_default();
+        if !self.keep_ids {
+            strip_ids(&mut chunk);
+        } else if let Some(choice) = chunk["choices"].get_mut(0).and_then(Value::as_object_mut) {
+            choice.remove("prompt_token_ids");
         }
+        if self.chat {
+            chunk["object"] = "chat.completion.chunk".into();
+            let choices = chunk.get_mut("choices").and_then(Value::as_array_mut);
+            for choice in choices.into_iter().flatten().filter_map(Value::as_object_mut) {
+                as_chat_choice(choice);
+            }
+        }
+        Piece { data: chunk.to_string(), tokens }
     }
-    Piece { data: chunk.to_string(), tokens }
 }
 
 /// A completion choice as a chat chunk's: its text as the delta's content,

@@ -95,7 +95,7 @@ fn a_chat_with_tools_continues_from_the_text() {
 #[test]
 fn a_continuations_chunks_read_in_the_clients_words() {
     let chunk = r#"{"id":"cmpl-97","object":"text_completion","created":2,"model":"tiny","choices":[{"index":0,"text":" clock","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":[1,3,4,5,54,21,44],"token_ids":[21]}]}"#;
-    let piece = from_completion(&chat(json!({})), chunk.into());
+    let piece = Chunks::new(&chat(json!({}))).piece(chunk.into());
     assert_eq!(piece.tokens, vec![21]);
     let data: Value = serde_json::from_str(&piece.data).expect("json");
     assert_eq!(data["object"], "chat.completion.chunk");
@@ -103,16 +103,16 @@ fn a_continuations_chunks_read_in_the_clients_words() {
     assert!(data["choices"][0].get("text").is_none() && !piece.data.contains("token_ids"), "{data}");
 
     let completion = request(Endpoint::Completion, json!({"model": "m", "prompt": "x", "return_token_ids": true}));
-    let data: Value = serde_json::from_str(&from_completion(&completion, chunk.into()).data).expect("json");
+    let data: Value = serde_json::from_str(&Chunks::new(&completion).piece(chunk.into()).data).expect("json");
     assert_eq!((&data["object"], &data["choices"][0]["text"]), (&json!("text_completion"), &json!(" clock")));
     assert_eq!(data["choices"][0]["token_ids"], json!([21]), "the client asked for ids");
     assert!(data["choices"][0].get("prompt_token_ids").is_none(), "the continuation's prompt is not the client's");
 
     let end = r#"{"id":"cmpl-97","object":"text_completion","created":2,"model":"tiny","choices":[{"index":0,"text":"","logprobs":null,"finish_reason":"length","stop_reason":null,"token_ids":[]}]}"#;
-    let data: Value = serde_json::from_str(&from_completion(&chat(json!({})), end.into()).data).expect("json");
+    let data: Value = serde_json::from_str(&Chunks::new(&chat(json!({}))).piece(end.into()).data).expect("json");
     assert_eq!((&data["choices"][0]["delta"], &data["choices"][0]["finish_reason"]), (&json!({}), &json!("length")));
     let usage = r#"{"id":"cmpl-97","object":"text_completion","created":2,"model":"tiny","choices":[],"usage":{"prompt_tokens":7,"total_tokens":16,"completion_tokens":9}}"#;
-    let data: Value = serde_json::from_str(&from_completion(&chat(json!({})), usage.into()).data).expect("json");
+    let data: Value = serde_json::from_str(&Chunks::new(&chat(json!({}))).piece(usage.into()).data).expect("json");
     assert_eq!((&data["object"], &data["usage"]["completion_tokens"]), (&json!("chat.completion.chunk"), &json!(9)));
 }
 
@@ -122,7 +122,8 @@ fn a_completions_logprobs_read_as_a_chats() {
         "logprobs": {"text_offset": [0], "token_logprobs": [-0.5], "tokens": [" sky"], "top_logprobs": [{" sky": -0.5, " sea": -1.5}]},
         "finish_reason": null}]});
     let data: Value =
-        serde_json::from_str(&from_completion(&chat(json!({"logprobs": true})), chunk.to_string()).data).expect("json");
+        serde_json::from_str(&Chunks::new(&chat(json!({"logprobs": true}))).piece(chunk.to_string()).data)
+            .expect("json");
     let content = &data["choices"][0]["logprobs"]["content"][0];
     assert_eq!((&content["token"], &content["logprob"]), (&json!(" sky"), &json!(-0.5)));
     assert_eq!(content["bytes"], json!(" sky".as_bytes()));
